@@ -1,0 +1,267 @@
+"""The ``kbot`` command line. Each command is a thin shell over the same services the bot uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from config import ConfigError, KbotConfig, load_config
+
+log = logging.getLogger("kbot")
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    from bot.answering import QuestionError
+    from bot.feedback import FeedbackError
+    from db import DatabaseError
+    from indexer.embeddings import EmbeddingError
+    from indexer.lock import IndexLockedError
+    from indexer.store import StoreError
+
+    return (
+        ConfigError,
+        QuestionError,
+        FeedbackError,
+        DatabaseError,
+        EmbeddingError,
+        IndexLockedError,
+        StoreError,
+        KeyError,
+    )
+
+
+class KbotGroup(click.Group):
+    """Turns every failure into a one-line message on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except _known_errors() as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise click.ClickException(str(msg)) from None
+        except Exception as e:
+            log.debug("unexpected error", exc_info=True)
+            raise click.ClickException(
+                f"internal error: {type(e).__name__}: {e} (run `kbot -v ...` for details)"
+            ) from None
+
+
+class _State:
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config: KbotConfig | None = None
+        self._runtime = None
+
+    @property
+    def config(self) -> KbotConfig:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def runtime(self, progress: bool = False):  # -> bot.runtime.Runtime
+        if self._runtime is None:
+            from bot.runtime import Runtime
+
+            self._runtime = Runtime(self.config, _progress_bars if progress else None)
+        return self._runtime
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+
+def _progress_bars(name: str, total: int | None):  # -> indexer.sync.Progress
+    from tqdm import tqdm
+
+    # tqdm hides itself when stderr is not a terminal (CI logs, pipes).
+    return tqdm(total=total, desc=f"sync {name}", unit="doc", file=sys.stderr, disable=None, leave=False)
+
+
+@click.group(cls=KbotGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: $KBOT_CONFIG, then config/kbot.yaml).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
+@click.version_option(package_name="kbot")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """kbot: answers questions from your runbooks and wikis, with cited sources."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("chromadb", "httpx", "sentence_transformers", "apscheduler.executors", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    state = _State(config_path)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--full", is_flag=True, help="Re-read every document, not only what changed.")
+@click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="Let a sync delete more than indexer.max_delete_fraction of a connector's documents.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_obj
+def sync(state: _State, names: tuple[str, ...], full: bool, allow_mass_delete: bool, as_json: bool) -> None:
+    """Sync connectors (all, or the NAMES given) into the index."""
+    for n in names:
+        state.config.connector(n)  # unknown names fail before anything is loaded
+    rt = state.runtime(progress=not as_json)
+    results = rt.indexer.sync(names or None, full=full, allow_mass_delete=allow_mass_delete)
+    if as_json:
+        click.echo(json.dumps({"connectors": [r.as_json() for r in results]}, indent=2))
+    else:
+        for r in results:
+            status = "ok" if r.ok else "FAILED"
+            click.echo(
+                f"{r.name}: {status}  added {r.added}, updated {r.updated}, deleted {r.deleted}, "
+                f"unchanged {r.unchanged}, failed {r.failed}; {r.chunks} chunks"
+            )
+            for p in r.problems:
+                click.echo(f"  skipped {p}", err=True)
+            if r.error:
+                click.echo(f"  error: {r.error}", err=True)
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.pass_obj
+def ask(state: _State, question: str, as_json: bool) -> None:
+    """Ask a QUESTION and print the answer with its sources."""
+    rt = state.runtime()
+    rt.answering.validate(question)
+    answer = rt.answering.ask(question)
+    if as_json:
+        click.echo(json.dumps(answer.as_json(), indent=2))
+        return
+    click.echo(answer.text)
+    if answer.citations:
+        click.echo("\nSources:" if not answer.abstained else "\nClosest sources:")
+        for c in answer.citations:
+            click.echo(f"  [{c.n}] {c.title} ({c.connector}: {c.path})\n      {c.url}")
+    click.echo(
+        f"\nquery id {answer.query_id} · rate it: kbot feedback add {answer.query_id} up|down",
+        err=True,
+    )
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default: server.host).")
+@click.option("--port", type=int, default=None, help="Port (default: server.port).")
+@click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Do not run scheduled syncs in this process (another process owns the index).",
+)
+@click.pass_obj
+def serve(state: _State, host: str | None, port: int | None, no_scheduler: bool) -> None:
+    """Serve the web chat (and, later, Slack and Teams), syncing on schedule in-process."""
+    from bot.web import run_server
+
+    cfg = state.config
+    run_server(
+        state.runtime(),
+        host or cfg.server.host,
+        cfg.server.port if port is None else port,
+        scheduler=not no_scheduler,
+    )
+
+
+@cli.command()
+@click.pass_obj
+def worker(state: _State) -> None:
+    """Run scheduled syncs only, in the foreground."""
+    from indexer.scheduler import build_scheduler
+
+    rt = state.runtime()
+    scheduler = build_scheduler(state.config, rt.indexer, blocking=True)
+    log.info("worker started with %d connector job(s)", len(state.config.connectors))
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+@cli.group()
+def connectors() -> None:
+    """Inspect the configured connectors."""
+
+
+@connectors.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def connectors_list(state: _State, as_json: bool) -> None:
+    """Each connector with its last run, counts, next run and freshness."""
+    from bot.status import connector_status
+
+    rows = connector_status(state.config, state.runtime().db)
+    if as_json:
+        click.echo(json.dumps({"connectors": rows}, indent=2, default=_iso))
+        return
+    if not rows:
+        click.echo("no connectors configured")
+    for r in rows:
+        last = r["last_run"]
+        click.echo(f"{r['name']} ({r['type']}, every {r['schedule']}, audience {r['audience']})")
+        if last is None:
+            click.echo("  never synced")
+        else:
+            click.echo(
+                f"  last run {_iso(last['finished_at'] or last['started_at'])}: {last['status']}, "
+                f"+{last['added']} ~{last['updated']} -{last['deleted']} ={last['unchanged']}"
+                + (f", error: {last['error']}" if last["error"] else "")
+            )
+        click.echo(
+            f"  {r['documents']} documents, {r['chunks']} chunks; next run {_iso(r['next_run'])}; "
+            f"freshness {r['freshness']}"
+        )
+
+
+@cli.group()
+def feedback() -> None:
+    """Record and export feedback on answers."""
+
+
+@feedback.command("add")
+@click.argument("query_id")
+@click.argument("vote", type=click.Choice(["up", "down"]))
+@click.option("--reason", default=None, help="Why (for 👎: wrong, outdated, not found, ...).")
+@click.option("--user", default=None, help="Who votes (default: anonymous).")
+@click.pass_obj
+def feedback_add(state: _State, query_id: str, vote: str, reason: str | None, user: str | None) -> None:
+    """Record a 👍 (up) or 👎 (down) on the answer QUERY_ID."""
+    v = state.runtime().feedback.record(query_id, vote, user=user, reason=reason)
+    click.echo(f"{'changed' if v.changed else 'recorded'} {v.vote} vote on {v.query_id}")
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return "-" if value is None else str(value)
+
+
+def main() -> None:
+    cli(prog_name="kbot")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The extractive answerer: quote the passages of the top chunks that best match the question.
+
+It needs no LLM. It picks, from each cited chunk, the blocks (paragraphs, list runs, code
+blocks) that share the most distinctive words with the question, keeps them in document
+order, and pulls in the code block that follows a chosen instruction, since a runbook step
+is usually "do this:" followed by the command.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+_WORD = re.compile(r"[a-z0-9][a-z0-9_.\-]*[a-z0-9]|[a-z0-9]")
+_STOP = frozenset(
+    """a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers him his how i if in into is it its itself just
+    me more most my no nor not now of off on once only or other our out over own same she should
+    so some such than that the their them then there these they this those through to too under
+    until up very was we were what when where which while who whom why will with would you your
+    yours get got im ive dont whats hows thats one our us i'm it's what's how's need want
+    please tell know there's should shall may might also""".split()
+)
+
+
+def terms(text: str) -> list[str]:
+    """Lower-cased content words with a light plural/verb suffix folding."""
+    out = []
+    for w in _WORD.findall(text.lower()):
+        if w in _STOP:
+            continue
+        for suffix in ("ing", "ies", "es", "s", "ed"):
+            if len(w) > len(suffix) + 3 and w.endswith(suffix):
+                w = w[: -len(suffix)]
+                break
+        out.append(w)
+    return out
+
+
+def blocks(text: str) -> list[str]:
+    """Split a chunk into blocks: fenced code kept whole, paragraphs, and list items."""
+    out: list[str] = []
+    cur: list[str] = []
+    in_fence = False
+    for line in text.split("\n"):
+        fence = line.lstrip().startswith(("```", "~~~"))
+        if in_fence:
+            cur.append(line)
+            if fence:
+                out.append("\n".join(cur))
+                cur, in_fence = [], False
+            continue
+        if fence:
+            if cur:
+                out.append("\n".join(cur))
+            cur, in_fence = [line], True
+        elif not line.strip():
+            if cur:
+                out.append("\n".join(cur))
+            cur = []
+        elif re.match(r"^\s*([-*+]|\d+[.)])\s+", line) and cur and not _is_item(cur[0]):
+            out.append("\n".join(cur))
+            cur = [line]
+        else:
+            cur.append(line)
+    if cur:
+        out.append("\n".join(cur))
+    return [b for b in out if b.strip()]
+
+
+def _is_item(line: str) -> bool:
+    return bool(re.match(r"^\s*([-*+]|\d+[.)])\s+", line))
+
+
+def _is_code(block: str) -> bool:
+    return block.lstrip().startswith(("```", "~~~"))
+
+
+def _is_heading(block: str) -> bool:
+    return block.lstrip().startswith("#") and "\n" not in block.strip()
+
+
+def select_passage(text: str, question: str, budget: int, idf: dict[str, float] | None = None) -> str:
+    """The most relevant blocks of ``text`` within about ``budget`` characters, in order."""
+    if len(text) <= budget:
+        return text.strip()
+    bs = blocks(text)
+    q = set(terms(question))
+    weight = idf or {}
+
+    def score(b: str) -> float:
+        words = set(terms(b))
+        hits = sum(weight.get(w, 1.0) for w in q & words)
+        return hits / math.sqrt(1 + len(b) / 200)
+
+    scores = [score(b) for b in bs]
+    order = sorted(range(len(bs)), key=lambda i: (-scores[i], i))
+    chosen: set[int] = set()
+    used = 0
+    for i in order:
+        if _is_heading(bs[i]) or (scores[i] <= 0 and chosen):
+            continue
+        add = {i}
+        # An instruction ending in ":" (or any prose before code) brings its command along.
+        if i + 1 < len(bs) and _is_code(bs[i + 1]) and not _is_code(bs[i]):
+            add.add(i + 1)
+        cost = sum(len(bs[j]) for j in add - chosen)
+        if used + cost > budget and chosen:
+            continue
+        if used + cost > budget * 1.5:
+            continue
+        chosen |= add
+        used += cost
+        if used >= budget:
+            break
+    if not chosen:
+        return _truncate(text, budget)
+    parts: list[str] = []
+    prev = -2
+    for i in sorted(chosen):
+        if prev >= 0 and i != prev + 1:
+            parts.append("…")
+        parts.append(bs[i])
+        prev = i
+    return "\n\n".join(parts).strip()
+
+
+def _truncate(text: str, budget: int) -> str:
+    cut = text[:budget]
+    if "```" in cut and cut.count("```") % 2:
+        cut = cut[: cut.rfind("```")]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > budget // 2 else cut).rstrip() + " …"
+
+
+def idf_from(texts: Sequence[str]) -> dict[str, float]:
+    """Inverse document frequency over the retrieved chunks: words every chunk shares
+    (the alert name, say) count less than the words that single out a passage."""
+    n = len(texts)
+    df: dict[str, int] = {}
+    for t in texts:
+        for w in set(terms(t)):
+            df[w] = df.get(w, 0) + 1
+    return {w: math.log(1 + n / c) for w, c in df.items()}

@@ -1,0 +1,57 @@
+"""👍/👎 feedback on answers, stored against the query id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from db import Database
+from db.models import Feedback, QueryRecord, utcnow
+
+VOTES = ("up", "down")
+MAX_REASON_CHARS = 2000
+
+
+class FeedbackError(ValueError):
+    """The vote cannot be recorded (unknown query, bad vote)."""
+
+
+@dataclass(frozen=True)
+class Vote:
+    query_id: str
+    user: str
+    vote: str
+    reason: str | None
+    changed: bool  # True when this replaced an earlier vote by the same user
+
+
+class FeedbackService:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def record(
+        self, query_id: str, vote: str, *, user: str | None = None, reason: str | None = None
+    ) -> Vote:
+        """Record a vote. A second vote by the same user on the same answer replaces the first."""
+        vote = (vote or "").strip().lower()
+        if vote not in VOTES:
+            raise FeedbackError(f"vote must be one of {', '.join(VOTES)}, not {vote!r}")
+        reason = (reason or "").strip()[:MAX_REASON_CHARS] or None
+        user = user or ""
+        with self.db.session() as s:
+            if s.get(QueryRecord, query_id) is None:
+                raise FeedbackError(f"no answer with query id {query_id!r}")
+            row = s.scalars(
+                select(Feedback).where(Feedback.query_id == query_id, Feedback.user_id == user)
+            ).first()
+            changed = row is not None
+            if row is None:
+                s.add(Feedback(query_id=query_id, user_id=user, vote=vote, reason=reason))
+            else:
+                row.vote, row.reason, row.updated_at = vote, reason, utcnow()
+        return Vote(query_id, user, vote, reason, changed)
+
+    def for_query(self, query_id: str) -> list[Feedback]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Feedback).where(Feedback.query_id == query_id)))

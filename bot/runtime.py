@@ -1,0 +1,68 @@
+"""Wires a config into the running parts: database, embedder, store, indexer, services.
+
+Everything is built lazily, so `kbot feedback add` never loads the embedding model.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+from bot.answering import AnsweringService
+from bot.feedback import FeedbackService
+from config.models import KbotConfig
+from db import Database
+from indexer.embeddings import Embedder, get_embedder
+from indexer.lock import WriterLock
+from indexer.store import VectorStore
+from indexer.sync import Indexer, ProgressFactory
+
+
+class Runtime:
+    def __init__(self, config: KbotConfig, progress: ProgressFactory | None = None):
+        self.config = config
+        self.progress = progress
+        self._lock = threading.Lock()
+        self._writer_lock: WriterLock | None = None
+
+    @cached_property
+    def db(self) -> Database:
+        db = Database(self.config.storage.sqlalchemy_url)
+        db.migrate()
+        return db
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return get_embedder(self.config.embedding.model)
+
+    @cached_property
+    def indexer(self) -> Indexer:
+        """The index writer. Takes the single-writer lock for the life of the process."""
+        with self._lock:
+            lock = WriterLock(self.config.storage.data_dir)
+            lock.acquire()
+            self._writer_lock = lock
+            store = VectorStore(
+                self.config.storage.chroma_path, self.embedder.name, create=True
+            )
+            # Readers in this process share the writer's store.
+            self.__dict__["store"] = store
+            return Indexer(self.config, self.db, store, self.embedder, self.progress)
+
+    @cached_property
+    def store(self) -> VectorStore:
+        return VectorStore(self.config.storage.chroma_path, self.embedder.name, create=False)
+
+    @cached_property
+    def answering(self) -> AnsweringService:
+        return AnsweringService(self.config.answering, self.store, self.embedder, self.db)
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        return FeedbackService(self.db)
+
+    def close(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+        if "db" in self.__dict__:
+            self.db.dispose()

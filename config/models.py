@@ -1,0 +1,109 @@
+"""The configuration, as pydantic models. ``config/kbot.yaml`` is validated against these."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from connectors.base import ConnectorConfig, resolve_path
+
+_INTERVAL = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_schedule(value: str) -> tuple[str, int | str]:
+    """``("interval", seconds)`` for ``15m``-style values, ``("cron", expr)`` for crontab lines."""
+    m = _INTERVAL.match(value)
+    if m:
+        seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if seconds <= 0:
+            raise ValueError(f"interval {value!r} must be positive")
+        return "interval", seconds
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value.strip(), timezone="UTC")
+    except ValueError as e:
+        raise ValueError(
+            f"{value!r} is neither an interval (like '30m', '1h', '1d') nor a valid "
+            f"5-field cron expression like '0 * * * *' ({e})"
+        ) from e
+    return "cron", value.strip()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageConfig(_Section):
+    data_dir: Path = Field(default=Path("../.kbot"), description="embedded Chroma, git checkouts")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite at <data_dir>/kbot.db"
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _resolve(cls, v: Path, info: ValidationInfo) -> Path:
+        return resolve_path(v, info)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'kbot.db'}"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+
+class EmbeddingConfig(_Section):
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="'all-MiniLM-L6-v2' (bundled) or a path to a sentence-transformers model folder",
+    )
+    batch_size: int = Field(default=64, ge=1, le=1024)
+
+
+class IndexerConfig(_Section):
+    chunk_size: int = Field(default=1000, ge=200, le=8000, description="characters")
+    chunk_overlap: int = Field(default=100, ge=0, le=2000)
+    max_delete_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="a sync that would delete more than this share of a connector's documents "
+        "is refused (the source is probably down)",
+    )
+
+
+class AnsweringConfig(_Section):
+    top_k: int = Field(default=8, ge=1, le=50, description="chunks retrieved per question")
+    min_score: float = Field(
+        default=0.45, ge=0, le=1, description="below this best similarity the bot abstains"
+    )
+    max_sources: int = Field(default=3, ge=1, le=10, description="citations in one answer")
+    max_question_chars: int = Field(default=2000, ge=10)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class KbotConfig(_Section):
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    indexer: IndexerConfig = Field(default_factory=IndexerConfig)
+    answering: AnsweringConfig = Field(default_factory=AnsweringConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    connectors: list[ConnectorConfig] = Field(default_factory=list)
+    # Where this config was read from, for messages.
+    source: str = Field(default="<memory>", exclude=True)
+
+    def connector(self, name: str) -> ConnectorConfig:
+        for c in self.connectors:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in self.connectors) or "none"
+        raise KeyError(f"no connector named {name!r} in {self.source} (configured: {known})")

@@ -1,0 +1,123 @@
+"""SQL tables: sync runs and document state (indexer), the query log and feedback (bot).
+
+The schema is created and changed only through the Alembic migrations in ``db/migrations``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use UTC-aware datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SyncRun(Base):
+    """One sync of one connector: what it changed, or why it failed."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    connector: Mapped[str] = mapped_column(String(64), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|failed
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    deleted: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class IndexedDocument(Base):
+    """What the index holds for one document, so a sync can tell what changed."""
+
+    __tablename__ = "documents"
+
+    connector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    doc_id: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    audience: Mapped[str] = mapped_column(String(64))
+    last_modified: Mapped[datetime] = mapped_column(UTCDateTime)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    indexed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class QueryRecord(Base):
+    """One question and the answer given, with everything needed to debug it."""
+
+    __tablename__ = "queries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    abstained: Mapped[bool] = mapped_column(Boolean)
+    # [{"n", "title", "url", "connector", "path", "chunk_id"}]
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # [{"chunk_id", "connector", "path", "score"}], best first
+    retrieved: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # {"retrieve": ms, "answer": ms, "total": ms}
+    latency_ms: Mapped[dict[str, float]] = mapped_column(JSON)
+
+
+class Feedback(Base):
+    """A 👍/👎 on an answer; one per (query, user): clicking again changes the vote."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("query_id", "user_id", name="uq_feedback_query_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    query_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("queries.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(String(255), default="")
+    vote: Mapped[str] = mapped_column(String(8))  # up|down
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

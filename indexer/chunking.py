@@ -1,0 +1,158 @@
+"""Heading-aware chunking: every chunk knows where in its document it came from.
+
+A document is cut into sections at Markdown headings (outside code fences). Consecutive
+small sections are packed together up to ``chunk_size`` characters, so a short runbook stays
+one coherent chunk; a long section is split further with langchain's recursive splitter.
+Each chunk keeps its heading path, e.g. "Runbook › Diagnosis › Step 2".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from connectors.base import Document
+
+SEP = " › "
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_FENCE = re.compile(r"^[ \t]*(```|~~~)")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document, as stored in (and retrieved from) the index."""
+
+    id: str
+    connector: str
+    doc_id: str
+    index: int
+    text: str
+    heading_path: tuple[str, ...]
+    title: str
+    url: str
+    audience: str
+    last_modified: datetime
+
+    @property
+    def heading(self) -> str:
+        return SEP.join(self.heading_path)
+
+    def embedding_text(self) -> str:
+        """What is embedded: the heading path gives a short section its context."""
+        return f"{self.heading}\n\n{self.text}"
+
+
+def chunk_id(connector: str, doc_id: str, index: int) -> str:
+    return f"{connector}:{doc_id}:{index}"
+
+
+@dataclass
+class _Section:
+    path: tuple[str, ...]
+    text: str  # including its own heading line, verbatim
+
+
+def sections(text: str, title: str) -> list[_Section]:
+    """Cut Markdown at headings, keeping every line verbatim (code indentation included)."""
+    out: list[_Section] = []
+    stack: list[tuple[int, str]] = []
+    lines: list[str] = []
+    in_fence = False
+
+    def flush() -> None:
+        body = "\n".join(lines).strip("\n")
+        if body.strip():
+            out.append(_Section(_path(title, stack), body))
+        lines.clear()
+
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        m = None if in_fence else _HEADING.match(line)
+        if m:
+            flush()
+            level = len(m.group(1))
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, _clean_heading(m.group(2))))
+        lines.append(line)
+    flush()
+    return out
+
+
+def _clean_heading(h: str) -> str:
+    h = re.sub(r"\{#[^}]*\}\s*$", "", h)  # {#anchor} suffixes
+    h = re.sub(r"[`*_]", "", h)
+    return re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", h).strip()
+
+
+def _path(title: str, stack: list[tuple[int, str]]) -> tuple[str, ...]:
+    names = [name for _, name in stack]
+    if names and names[0].casefold() == title.casefold():
+        names = names[1:]
+    return (title, *names)
+
+
+class Chunker:
+    """Splits documents into chunks of about ``chunk_size`` characters."""
+
+    def __init__(self, chunk_size: int = 1000, chunk_overlap: int = 100):
+        self.chunk_size = chunk_size
+        self.splitter = RecursiveCharacterTextSplitter(
+            chunk_size=chunk_size,
+            chunk_overlap=min(chunk_overlap, chunk_size // 2),
+            separators=["\n## ", "\n### ", "\n#### ", "\n```\n", "\n\n", "\n", ". ", " ", ""],
+            keep_separator="start",
+        )
+
+    def split(self, doc: Document) -> list[Chunk]:
+        if doc.format == "markdown":
+            parts = sections(doc.text, doc.title)
+        else:
+            parts = [_Section((doc.title,), doc.text)] if doc.text.strip() else []
+        pieces: list[tuple[tuple[str, ...], str]] = []
+        pending: _Section | None = None
+        for sec in parts:
+            if len(sec.text) > self.chunk_size:
+                if pending:
+                    pieces.append((pending.path, pending.text))
+                    pending = None
+                pieces.extend((sec.path, t) for t in self.splitter.split_text(sec.text))
+            elif pending and len(pending.text) + 2 + len(sec.text) <= self.chunk_size:
+                pending = _Section(
+                    _common(pending.path, sec.path), pending.text + "\n\n" + sec.text
+                )
+            else:
+                if pending:
+                    pieces.append((pending.path, pending.text))
+                pending = sec
+        if pending:
+            pieces.append((pending.path, pending.text))
+        return [
+            Chunk(
+                id=chunk_id(doc.connector, doc.id, i),
+                connector=doc.connector,
+                doc_id=doc.id,
+                index=i,
+                text=text.strip(),
+                heading_path=path,
+                title=doc.title,
+                url=doc.url,
+                audience=doc.audience,
+                last_modified=doc.last_modified,
+            )
+            for i, (path, text) in enumerate(p for p in pieces if p[1].strip())
+        ]
+
+
+def _common(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The heading path two packed sections share (at least the title)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[: max(n, 1)]

