@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bot.extractive import idf_from, select_passage, tidy_headings
 from config.models import AnsweringConfig
 from db import Database
 from db.models import QueryRecord, utcnow
 from indexer.embeddings import Embedder
 from indexer.store import ScoredChunk, StoreError, VectorStore
-from bot.extractive import idf_from, select_passage
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,13 @@ class AnsweringService:
     def __init__(
         self,
         config: AnsweringConfig,
-        store: VectorStore | None,
+        store: Callable[[], VectorStore | None],
         embedder: Embedder,
         db: Database,
     ):
         self.config = config
+        # Opened on first use and re-tried after a failure, so a broken store becomes an
+        # answer that says so rather than an exception.
         self.store = store
         self.embedder = embedder
         self.db = db
@@ -101,7 +104,9 @@ class AnsweringService:
     def validate(self, question: str) -> str:
         q = " ".join((question or "").split())
         if not q:
-            raise QuestionError("The question is empty. Ask something, e.g. 'How do I rotate the API key?'")
+            raise QuestionError(
+                "The question is empty. Ask something, e.g. 'How do I rotate the API key?'"
+            )
         if len(q) > self.config.max_question_chars:
             raise QuestionError(
                 f"The question is {len(q)} characters long; the limit is "
@@ -110,7 +115,11 @@ class AnsweringService:
         return q
 
     def ask(self, question: str, requester: Requester | None = None) -> Answer:
-        """Answer one question. Raises QuestionError for unusable input; never for a failing index."""
+        """Answer one question.
+
+        Raises QuestionError for unusable input, never for a failing index: that becomes an
+        answer that says so, and is logged like any other.
+        """
         q = self.validate(question)
         requester = requester or Requester()
         t0 = time.perf_counter()
@@ -135,10 +144,11 @@ class AnsweringService:
         return answer
 
     def retrieve(self, question: str) -> list[ScoredChunk]:
-        if self.store is None:
+        store = self.store()
+        if store is None:
             return []
         vector = self.embedder.embed([question])[0]
-        return self.store.query(vector, self.config.top_k)
+        return store.query(vector, self.config.top_k)
 
     def compose(self, question: str, hits: list[ScoredChunk]) -> Answer:
         """Decide whether the evidence is strong enough, and build the answer text."""
@@ -167,7 +177,9 @@ class AnsweringService:
         parts = []
         for i, h in enumerate(chosen, 1):
             budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
-            passage = select_passage(h.chunk.text, question, budget, idf)
+            passage = tidy_headings(
+                select_passage(h.chunk.text, question, budget, idf), h.chunk.heading_path
+            )
             lead = "From" if i == 1 else "Also see"
             parts.append(f"{lead} **{h.chunk.heading}** [{i}]:\n\n{passage}")
         cites = [_citation(i, h) for i, h in enumerate(chosen, 1)]

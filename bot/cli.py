@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -31,7 +32,6 @@ def _known_errors() -> tuple[type[Exception], ...]:
         EmbeddingError,
         IndexLockedError,
         StoreError,
-        KeyError,
     )
 
 
@@ -44,8 +44,7 @@ class KbotGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except _known_errors() as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            raise click.ClickException(str(msg)) from None
+            raise click.ClickException(str(e)) from None
         except Exception as e:
             log.debug("unexpected error", exc_info=True)
             raise click.ClickException(
@@ -81,7 +80,9 @@ def _progress_bars(name: str, total: int | None):  # -> indexer.sync.Progress
     from tqdm import tqdm
 
     # tqdm hides itself when stderr is not a terminal (CI logs, pipes).
-    return tqdm(total=total, desc=f"sync {name}", unit="doc", file=sys.stderr, disable=None, leave=False)
+    return tqdm(
+        total=total, desc=f"sync {name}", unit="doc", file=sys.stderr, disable=None, leave=False
+    )
 
 
 @click.group(cls=KbotGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,12 +119,19 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_obj
-def sync(state: _State, names: tuple[str, ...], full: bool, allow_mass_delete: bool, as_json: bool) -> None:
+def sync(
+    state: _State, names: tuple[str, ...], full: bool, allow_mass_delete: bool, as_json: bool
+) -> None:
     """Sync connectors (all, or the NAMES given) into the index."""
     for n in names:
-        state.config.connector(n)  # unknown names fail before anything is loaded
+        try:
+            state.config.connector(n)  # unknown names fail before anything is loaded
+        except KeyError as e:
+            raise click.BadParameter(e.args[0], param_hint="NAMES") from None
     rt = state.runtime(progress=not as_json)
     results = rt.indexer.sync(names or None, full=full, allow_mass_delete=allow_mass_delete)
+    if not results and not as_json:
+        click.echo(f"no connectors configured in {state.config.source}", err=True)
     if as_json:
         click.echo(json.dumps({"connectors": [r.as_json() for r in results]}, indent=2))
     else:
@@ -149,6 +157,11 @@ def ask(state: _State, question: str, as_json: bool) -> None:
     """Ask a QUESTION and print the answer with its sources."""
     rt = state.runtime()
     rt.answering.validate(question)
+    if rt.store.count() == 0:
+        # Otherwise every question "abstains", which reads as a gap in the knowledge.
+        raise click.ClickException(
+            f"the index in {state.config.storage.data_dir} is empty; run `kbot sync` first"
+        )
     answer = rt.answering.ask(question)
     if as_json:
         click.echo(json.dumps(answer.as_json(), indent=2))
@@ -195,10 +208,8 @@ def worker(state: _State) -> None:
     rt = state.runtime()
     scheduler = build_scheduler(state.config, rt.indexer, blocking=True)
     log.info("worker started with %d connector job(s)", len(state.config.connectors))
-    try:
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
         scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        pass
 
 
 @cli.group()
@@ -247,7 +258,9 @@ def feedback() -> None:
 @click.option("--reason", default=None, help="Why (for 👎: wrong, outdated, not found, ...).")
 @click.option("--user", default=None, help="Who votes (default: anonymous).")
 @click.pass_obj
-def feedback_add(state: _State, query_id: str, vote: str, reason: str | None, user: str | None) -> None:
+def feedback_add(
+    state: _State, query_id: str, vote: str, reason: str | None, user: str | None
+) -> None:
     """Record a 👍 (up) or 👎 (down) on the answer QUERY_ID."""
     v = state.runtime().feedback.record(query_id, vote, user=user, reason=reason)
     click.echo(f"{'changed' if v.changed else 'recorded'} {v.vote} vote on {v.query_id}")

@@ -13,16 +13,18 @@ import re
 from collections.abc import Sequence
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.\-]*[a-z0-9]|[a-z0-9]")
-_STOP = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers him his how i if in into is it its itself just
-    me more most my no nor not now of off on once only or other our out over own same she should
-    so some such than that the their them then there these they this those through to too under
-    until up very was we were what when where which while who whom why will with would you your
-    yours get got im ive dont whats hows thats one our us i'm it's what's how's need want
-    please tell know there's should shall may might also""".split()
-)
+_HEADING_LINE = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$")
+_STOPWORDS = """
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers him his how i if in into is it its itself just me more
+most my no nor not now of off on once only or other our out over own same she should so some
+such than that the their them then there these they this those through to too under until up
+very was we were what when where which while who whom why will with would you your yours get
+got im ive dont whats hows thats one us i'm it's what's how's need want please tell know
+there's shall may might also
+"""
+_STOP = frozenset(_STOPWORDS.split())
 
 
 def terms(text: str) -> list[str]:
@@ -82,7 +84,9 @@ def _is_heading(block: str) -> bool:
     return block.lstrip().startswith("#") and "\n" not in block.strip()
 
 
-def select_passage(text: str, question: str, budget: int, idf: dict[str, float] | None = None) -> str:
+def select_passage(
+    text: str, question: str, budget: int, idf: dict[str, float] | None = None
+) -> str:
     """The most relevant blocks of ``text`` within about ``budget`` characters, in order."""
     if len(text) <= budget:
         return text.strip()
@@ -125,6 +129,38 @@ def select_passage(text: str, question: str, budget: int, idf: dict[str, float] 
         parts.append(bs[i])
         prev = i
     return "\n\n".join(parts).strip()
+
+
+def tidy_headings(passage: str, heading_path: Sequence[str]) -> str:
+    """Drop leading heading lines the citation already names; make the rest bold lines.
+
+    Chat surfaces (Slack mrkdwn, Teams cards, the web chat) have no headings inside a
+    message, and "From **Runbook › Diagnosis**" followed by "# Runbook" reads twice.
+    """
+    named = {h.casefold() for h in heading_path}
+    lines = passage.split("\n")
+    out: list[str] = []
+    in_fence = False
+    leading = True
+    for line in lines:
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        m = None if in_fence else _HEADING_LINE.match(line)
+        if m:
+            text = m.group(1).strip()
+            if leading and _plain(text).casefold() in named:
+                continue
+            line = f"**{text}**"
+        if line.strip():
+            leading = False
+        out.append(line)
+    return "\n".join(out).strip()
+
+
+def _plain(heading: str) -> str:
+    heading = re.sub(r"\{#[^}]*\}\s*$", "", heading)
+    heading = re.sub(r"[`*_]", "", heading)
+    return re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip()
 
 
 def _truncate(text: str, budget: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from db import Database
 from db.models import Feedback, QueryRecord, utcnow
@@ -15,6 +16,10 @@ MAX_REASON_CHARS = 2000
 
 class FeedbackError(ValueError):
     """The vote cannot be recorded (unknown query, bad vote)."""
+
+
+class UnknownQuery(FeedbackError):
+    """No answer has that query id."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,17 @@ class FeedbackService:
             raise FeedbackError(f"vote must be one of {', '.join(VOTES)}, not {vote!r}")
         reason = (reason or "").strip()[:MAX_REASON_CHARS] or None
         user = user or ""
+        try:
+            return self._upsert(query_id, vote, user, reason)
+        except IntegrityError:
+            # Two first clicks raced (a double-click, a platform retry): the other insert
+            # won, so this one is an update.
+            return self._upsert(query_id, vote, user, reason)
+
+    def _upsert(self, query_id: str, vote: str, user: str, reason: str | None) -> Vote:
         with self.db.session() as s:
             if s.get(QueryRecord, query_id) is None:
-                raise FeedbackError(f"no answer with query id {query_id!r}")
+                raise UnknownQuery(f"no answer with query id {query_id!r}")
             row = s.scalars(
                 select(Feedback).where(Feedback.query_id == query_id, Feedback.user_id == user)
             ).first()

@@ -42,9 +42,7 @@ class Runtime:
             lock = WriterLock(self.config.storage.data_dir)
             lock.acquire()
             self._writer_lock = lock
-            store = VectorStore(
-                self.config.storage.chroma_path, self.embedder.name, create=True
-            )
+            store = VectorStore(self.config.storage.chroma_path, self.embedder.name, create=True)
             # Readers in this process share the writer's store.
             self.__dict__["store"] = store
             return Indexer(self.config, self.db, store, self.embedder, self.progress)
@@ -55,7 +53,7 @@ class Runtime:
 
     @cached_property
     def answering(self) -> AnsweringService:
-        return AnsweringService(self.config.answering, self.store, self.embedder, self.db)
+        return AnsweringService(self.config.answering, lambda: self.store, self.embedder, self.db)
 
     @cached_property
     def feedback(self) -> FeedbackService:

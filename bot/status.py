@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 from config.models import KbotConfig
 from db import Database
 from db.models import IndexedDocument, SyncRun, utcnow
-from indexer.scheduler import trigger_for
+from indexer.scheduler import next_due
 
 
 def connector_status(config: KbotConfig, db: Database) -> list[dict[str, Any]]:
+    """One row per configured connector, in config order (the shape of `connectors list --json`)."""
     now = utcnow()
     rows = []
     with db.session() as s:
@@ -31,7 +32,10 @@ def connector_status(config: KbotConfig, db: Database) -> list[dict[str, Any]]:
         )
         for cfg in config.connectors:
             last = s.scalars(
-                select(SyncRun).where(SyncRun.connector == cfg.name).order_by(SyncRun.id.desc()).limit(1)
+                select(SyncRun)
+                .where(SyncRun.connector == cfg.name)
+                .order_by(SyncRun.id.desc())
+                .limit(1)
             ).first()
             last_ok = s.scalars(
                 select(SyncRun)
@@ -39,9 +43,6 @@ def connector_status(config: KbotConfig, db: Database) -> list[dict[str, Any]]:
                 .order_by(SyncRun.id.desc())
                 .limit(1)
             ).first()
-            next_run = trigger_for(cfg.schedule).get_next_fire_time(
-                None, last_ok.started_at if last_ok else now
-            )
             rows.append(
                 {
                     "name": cfg.name,
@@ -64,7 +65,9 @@ def connector_status(config: KbotConfig, db: Database) -> list[dict[str, Any]]:
                         "error": last.error,
                     },
                     "last_success": last_ok.finished_at if last_ok else None,
-                    "next_run": max(next_run, now) if next_run else None,
+                    "next_run": next_due(
+                        cfg.schedule, last_ok.started_at if last_ok else None, now
+                    ),
                     "freshness": _age(now - last_ok.finished_at)
                     if last_ok and last_ok.finished_at
                     else "never synced",
@@ -82,5 +85,3 @@ def _age(d: timedelta) -> str:
     if s < 172800:
         return f"{s // 3600}h old"
     return f"{s // 86400}d old"
-
-

@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from bot.answering import QuestionError, Requester
-from bot.feedback import FeedbackError
+from bot.feedback import FeedbackError, UnknownQuery
+from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-RUNTIME = web.AppKey("runtime", object)
+RUNTIME = web.AppKey("runtime", Runtime)
 MAX_BODY = 64 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(runtime) -> web.Application:  # noqa: ANN001 - bot.runtime.Runtime
-    app = web.Application(client_max_size=MAX_BODY)
+def create_app(runtime: Runtime) -> web.Application:
+    """The web chat application over ``runtime``'s services."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
     app[RUNTIME] = runtime
     app.add_routes(
         [
@@ -35,45 +40,76 @@ def create_app(runtime) -> web.Application:  # noqa: ANN001 - bot.runtime.Runtim
     return app
 
 
-async def index(request: web.Request) -> web.Response:
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The page reads every /api reply as JSON, so an unexpected failure must be JSON too."""
+    try:
+        return await handler(request)
+    except _Rejected as e:
+        return _error(e.status, str(e))
+    except web.HTTPException:
+        raise
+    except Exception:
+        if not request.path.startswith("/api/"):
+            raise
+        log.exception("%s %s failed", request.method, request.path)
+        # The exception text can name internal URLs or paths; it goes to the log only.
+        return _error(500, "kbot hit an internal error; the details are in the server log.")
+
+
+async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "chat.html", headers={"Cache-Control": "no-cache"})
 
 
 async def healthz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     try:
-        chunks = await asyncio.to_thread(rt.store.count)
+        # Opening the store on first use is blocking too, so both run off the event loop.
+        chunks = await asyncio.to_thread(lambda: rt.store.count())
     except Exception as e:  # the store being broken is exactly what /healthz reports
         return web.json_response({"status": "degraded", "error": str(e)}, status=503)
     return web.json_response({"status": "ok", "chunks": chunks})
 
 
-async def _json_body(request: web.Request) -> dict:
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class _Rejected(Exception):
+    """A request the API refuses, with the status and the message the page shows."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(
-            text='{"error": "the request body must be JSON"}', content_type="application/json"
+    except web.HTTPRequestEntityTooLarge:
+        raise _Rejected(
+            413, f"the request body is larger than {MAX_BODY // 1024} KiB; ask a shorter question"
         ) from None
+    except ValueError:
+        raise _Rejected(400, "the request body must be JSON") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text='{"error": "the request body must be a JSON object"}', content_type="application/json"
-        )
+        raise _Rejected(400, "the request body must be a JSON object")
     return body
 
 
 async def api_ask(request: web.Request) -> web.Response:
+    """``{"question": str, "user"?: str}`` -> the answer, its citations and its query id."""
     rt = request.app[RUNTIME]
     body = await _json_body(request)
     question = body.get("question")
     if not isinstance(question, str):
-        return web.json_response({"error": "'question' must be a string"}, status=400)
+        return _error(400, "'question' must be a string")
     requester = Requester(platform="web", channel="web", user=_user(body))
     try:
-        # Embedding and the database are blocking: keep them off the event loop.
-        answer = await asyncio.to_thread(rt.answering.ask, question, requester)
+        # Embedding, the store and the database are blocking: keep them off the event loop.
+        answer = await asyncio.to_thread(lambda: rt.answering.ask(question, requester))
     except QuestionError as e:
-        return web.json_response({"error": str(e)}, status=400)
+        return _error(400, str(e))
     data = answer.as_json()
     for cj, c in zip(data["citations"], answer.citations, strict=True):
         cj["heading"] = c.heading
@@ -81,28 +117,33 @@ async def api_ask(request: web.Request) -> web.Response:
 
 
 async def api_feedback(request: web.Request) -> web.Response:
+    """``{"query_id": str, "vote": "up"|"down", "reason"?: str, "user"?: str}``."""
     rt = request.app[RUNTIME]
     body = await _json_body(request)
+    query_id, vote, reason = body.get("query_id"), body.get("vote"), body.get("reason")
+    if not isinstance(query_id, str) or not query_id:
+        return _error(400, "'query_id' must be the query_id of an answer")
+    if not isinstance(vote, str):
+        return _error(400, "'vote' must be 'up' or 'down'")
     try:
-        vote = await asyncio.to_thread(
+        recorded = await asyncio.to_thread(
             rt.feedback.record,
-            str(body.get("query_id", "")),
-            str(body.get("vote", "")),
+            query_id,
+            vote,
             user=_user(body),
-            reason=body.get("reason") if isinstance(body.get("reason"), str) else None,
+            reason=reason if isinstance(reason, str) else None,
         )
     except FeedbackError as e:
-        status = 404 if "no answer" in str(e) else 400
-        return web.json_response({"error": str(e)}, status=status)
-    return web.json_response({"recorded": vote.vote, "changed": vote.changed})
+        return _error(404 if isinstance(e, UnknownQuery) else 400, str(e))
+    return web.json_response({"recorded": recorded.vote, "changed": recorded.changed})
 
 
-def _user(body: dict) -> str | None:
+def _user(body: dict[str, Any]) -> str | None:
     user = body.get("user")
     return user[:255] if isinstance(user, str) and user.strip() else None
 
 
-def run_server(runtime, host: str, port: int, *, scheduler: bool = True) -> None:  # noqa: ANN001
+def run_server(runtime: Runtime, host: str, port: int, *, scheduler: bool = True) -> None:
     """Serve until interrupted. In the embedded default the scheduler runs in this process,
     so it is the one writer of the Chroma store on disk."""
     sched = None

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from connectors.base import ConnectorConfig, resolve_path
 
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SQLITE = "sqlite:///"
+# Must equal indexer.embeddings.DEFAULT_MODEL; not imported so loading a config stays light.
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
 
 def parse_schedule(value: str) -> tuple[str, int | str]:
@@ -38,7 +49,11 @@ class _Section(BaseModel):
 
 
 class StorageConfig(_Section):
-    data_dir: Path = Field(default=Path("../.kbot"), description="embedded Chroma, git checkouts")
+    data_dir: Path = Field(
+        default=Path(".kbot"),
+        validate_default=True,
+        description="embedded Chroma, git checkouts; default: .kbot next to the config file",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite at <data_dir>/kbot.db"
     )
@@ -47,6 +62,18 @@ class StorageConfig(_Section):
     @classmethod
     def _resolve(cls, v: Path, info: ValidationInfo) -> Path:
         return resolve_path(v, info)
+
+    @field_validator("database_url")
+    @classmethod
+    def _resolve_sqlite(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # Like every other relative path in the file, a relative SQLite path means
+        # "next to the config file", not "wherever kbot happens to be started".
+        if v is None or not v.startswith(_SQLITE):
+            return v
+        file, sep, query = v.removeprefix(_SQLITE).partition("?")
+        if not file or file == ":memory:" or Path(file).is_absolute():
+            return v
+        return f"{_SQLITE}{resolve_path(Path(file), info)}{sep}{query}"
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -59,10 +86,15 @@ class StorageConfig(_Section):
 
 class EmbeddingConfig(_Section):
     model: str = Field(
-        default="all-MiniLM-L6-v2",
-        description="'all-MiniLM-L6-v2' (bundled) or a path to a sentence-transformers model folder",
+        default=BUNDLED_MODEL,
+        description=f"{BUNDLED_MODEL!r} (bundled) or a local sentence-transformers model folder",
     )
     batch_size: int = Field(default=64, ge=1, le=1024)
+
+    @field_validator("model")
+    @classmethod
+    def _resolve_folder(cls, v: str, info: ValidationInfo) -> str:
+        return v if v == BUNDLED_MODEL else str(resolve_path(Path(v), info))
 
 
 class IndexerConfig(_Section):
@@ -100,6 +132,17 @@ class KbotConfig(_Section):
     connectors: list[ConnectorConfig] = Field(default_factory=list)
     # Where this config was read from, for messages.
     source: str = Field(default="<memory>", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_section(cls, data: Any) -> Any:
+        # A section left out would be built by its default factory, outside this validation
+        # and its context, so its relative defaults (data_dir) would not resolve against the
+        # config file's folder.
+        if not isinstance(data, dict):
+            return data
+        sections = ("storage", "embedding", "indexer", "answering", "server")
+        return {**dict.fromkeys(sections, {}), **data}
 
     def connector(self, name: str) -> ConnectorConfig:
         for c in self.connectors:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import os
+import string
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,29 +50,36 @@ def check_template(template: str | None, allowed: set[str]) -> str | None:
     """Validate a ``{field}`` URL template against the fields a connector can fill in."""
     if template is None:
         return None
-    import string
-
     try:
         used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
         raise ValueError(f"malformed template ({e})") from e
     unknown = used - allowed
     if unknown:
-        raise ValueError(
-            f"unknown placeholder(s) {sorted(unknown)}; valid: {sorted('{' + a + '}' for a in allowed)}"
-        )
+        valid = ", ".join("{" + a + "}" for a in sorted(allowed))
+        raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; valid: {valid}")
     return template
 
 
 def matches(rel: str, include: list[str], exclude: list[str]) -> bool:
-    """Glob matching where ``**/`` also matches the top folder."""
+    """fnmatch-style globs (``*`` crosses folders) where ``**/`` also matches no folder at all.
+
+    So ``**/*.md`` matches ``README.md`` and ``docs/**/*.md`` matches ``docs/a.md``.
+    """
 
     def hit(pattern: str) -> bool:
-        return fnmatch.fnmatch(rel, pattern) or (
-            pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:])
-        )
+        return any(fnmatch.fnmatchcase(rel, v) for v in _zero_folder_variants(pattern))
 
     return any(hit(p) for p in include) and not any(hit(p) for p in exclude)
+
+
+def _zero_folder_variants(pattern: str) -> list[str]:
+    """The pattern with each ``**/`` kept or dropped, in every combination."""
+    head, sep, tail = pattern.partition("**/")
+    if not sep:
+        return [pattern]
+    rest = _zero_folder_variants(tail)
+    return [head + sep + r for r in rest] + [head + r for r in rest]
 
 
 def read_document(
@@ -82,16 +91,31 @@ def read_document(
     url: str,
     last_modified: datetime,
 ) -> Document:
-    """Read and parse one file below ``root``; a front-matter ``url`` wins over ``url``."""
+    """Read and parse one file below ``root``; a front-matter ``url`` wins over ``url``.
+
+    A symbolic link that leads outside ``root`` is refused: a repository or synced folder
+    must not be able to pull, say, ``~/.ssh`` or a config file full of secrets into the index.
+    """
+    path = root / rel
     try:
-        raw = (root / rel).read_bytes()
+        real = path.resolve(strict=True)
+    except FileNotFoundError as e:
+        reason = "broken symbolic link" if path.is_symlink() else "file disappeared while syncing"
+        raise DocumentError(rel, f"{reason}, skipped") from e
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+        raise DocumentError(rel, f"cannot resolve path ({e})") from e
+    if not real.is_relative_to(root.resolve()):
+        raise DocumentError(rel, "symbolic link to a file outside the source folder, skipped")
+    try:
+        raw = real.read_bytes()
     except FileNotFoundError as e:
         raise DocumentError(rel, "file disappeared while syncing, skipped") from e
     except OSError as e:
         raise DocumentError(rel, f"cannot read file ({e.strerror})") from e
     parsed = parse(rel, raw)
     front_url = parsed.front_matter.get("url")
-    if isinstance(front_url, str) and front_url.strip():
+    # Only web links: the URL is rendered as a clickable citation in chat.
+    if isinstance(front_url, str) and front_url.strip().lower().startswith(("http://", "https://")):
         url = front_url.strip()
     return Document(
         connector=connector,
@@ -114,17 +138,24 @@ class FilesystemConnector:
         self.config = config
         self.problems: list[DocumentError] = []
 
-    def _files(self) -> Iterator[tuple[str, Path]]:
+    def _files(self) -> list[tuple[str, Path]]:
+        """Matching files, sorted by id. Hidden files and folders (``.git``, ...) are skipped."""
         root = self.config.path
         if not root.is_dir():
             raise ConnectorError(f"folder {str(root)!r} does not exist or is not readable")
-        for p in sorted(root.rglob("*")):
-            rel = p.relative_to(root).as_posix()
-            if any(part.startswith(".") for part in p.relative_to(root).parts):
-                continue
-            if file_format(rel) and matches(rel, self.config.include, self.config.exclude):
-                if p.is_file():
-                    yield rel, p
+        found: list[tuple[str, Path]] = []
+        for folder, dirs, files in os.walk(root):
+            # Pruned in place so os.walk never descends into hidden folders.
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.startswith("."):
+                    continue
+                p = Path(folder) / name
+                rel = p.relative_to(root).as_posix()
+                wanted = file_format(rel) and matches(rel, self.config.include, self.config.exclude)
+                if wanted and p.is_file():
+                    found.append((rel, p))
+        return sorted(found)
 
     def _read(self, rel: str, mtime: float) -> Document | None:
         c = self.config
@@ -167,7 +198,9 @@ class FilesystemConnector:
         cutoff = since.timestamp()
         for rel, p in self._files():
             mtime = self._stat(p)
-            if mtime is not None and mtime >= cutoff:
+            if mtime is None:
+                self.problems.append(DocumentError(rel, "file disappeared while syncing, skipped"))
+            elif mtime >= cutoff:
                 doc = self._read(rel, mtime)
                 if doc is not None:
                     yield doc

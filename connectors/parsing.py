@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 
 import yaml
 from bs4 import BeautifulSoup, NavigableString, Tag
+from bs4.element import PreformattedString
 
 from connectors.base import DocumentError
 
@@ -27,8 +28,11 @@ SUFFIX_FORMATS = {
 DEFAULT_INCLUDE = ["**/*" + s for s in SUFFIX_FORMATS]
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)
-_H1 = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.M)
+# Text is newline-normalised before this runs. The lazy optional group lets an empty block
+# ("---" twice) match without reaching for a later "---" line.
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(?:(.*?)\n)??(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
+_H1 = re.compile(r"^#[ \t]+(.+?)[ \t#]*$")
+_FENCE = re.compile(r"^[ \t]*(```|~~~)")
 
 
 @dataclass
@@ -63,12 +67,16 @@ def parse(doc_id: str, raw: bytes) -> Parsed:
         raise DocumentError(doc_id, "unsupported file type")
     text = decode(doc_id, raw).replace("\r\n", "\n")
     fallback_title = _title_from_name(doc_id)
-    if fmt == "markdown":
-        return parse_markdown(text, fallback_title)
-    if fmt == "html":
-        return parse_html(text, fallback_title)
-    if fmt == "rst":
-        return parse_rst(text, fallback_title)
+    try:
+        if fmt == "markdown":
+            return parse_markdown(text, fallback_title)
+        if fmt == "html":
+            return parse_html(text, fallback_title)
+        if fmt == "rst":
+            return parse_rst(text, fallback_title)
+    except RecursionError as e:
+        # Pathologically nested markup; one bad file must not stop the whole sync.
+        raise DocumentError(doc_id, "markup is nested too deeply to read, skipped") from e
     return Parsed(title=fallback_title, text=text.strip(), format="text")
 
 
@@ -76,21 +84,50 @@ def parse_markdown(text: str, fallback_title: str) -> Parsed:
     front: dict = {}
     m = _FRONT_MATTER.match(text)
     if m:
+        broken = False
         try:
-            loaded = yaml.safe_load(m.group(1))
-        except yaml.YAMLError:
-            loaded = None  # broken front matter: drop it, keep the body
+            loaded = yaml.safe_load(m.group(1) or "")
+        except (yaml.YAMLError, ValueError):
+            # ValueError: YAML that parses but cannot be built, e.g. "date: 2024-13-45".
+            loaded, broken = None, True
         if isinstance(loaded, dict):
             front = {str(k): v for k, v in loaded.items()}
-        text = text[m.end() :]
+        # Broken or empty front matter is dropped; a block that is valid YAML but not a
+        # mapping is prose between two thematic breaks, and stays in the body.
+        if broken or loaded is None or isinstance(loaded, dict):
+            text = text[m.end() :]
     title = front.get("title")
     if not isinstance(title, str) or not title.strip():
-        h1 = _H1.search(text)
-        title = h1.group(1).strip() if h1 else fallback_title
+        title = first_h1(text) or fallback_title
     return Parsed(title=title.strip(), text=text.strip(), format="markdown", front_matter=front)
 
 
-_DROP_TAGS = ("script", "style", "nav", "header", "footer", "aside", "noscript", "template", "form")
+def first_h1(text: str) -> str | None:
+    """The first ``# Heading`` outside code fences (a shell comment is not a title)."""
+    in_fence = False
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        m = None if in_fence else _H1.match(line)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+# "title" too: a fragment without <body> would otherwise repeat its title as body text.
+_DROP_TAGS = (
+    "script",
+    "style",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "noscript",
+    "template",
+    "form",
+    "title",
+)
 
 
 def parse_html(html: str, fallback_title: str) -> Parsed:
@@ -122,6 +159,8 @@ def _inline(tag: Tag) -> str:
 
 def _walk(node: Tag, out: list[str]) -> None:
     for child in node.children:
+        if isinstance(child, PreformattedString):
+            continue  # comments, doctypes, processing instructions: not content
         if isinstance(child, NavigableString):
             s = str(child)
             if s.strip():
@@ -159,26 +198,26 @@ def _walk(node: Tag, out: list[str]) -> None:
 
 def parse_rst(text: str, fallback_title: str) -> Parsed:
     from docutils.core import publish_parts
+    from docutils.writers.html5_polyglot import Writer
 
     try:
         parts = publish_parts(
             source=text,
-            writer_name="html",
+            writer=Writer(),
             settings_overrides={
                 "report_level": 5,
                 "halt_level": 5,
                 "file_insertion_enabled": False,
                 "raw_enabled": False,
                 "doctitle_xform": False,
+                "initial_header_level": 1,  # top sections are # headings
             },
         )
     except Exception:  # docutils raises many kinds; broken markup is indexed as plain text
         return Parsed(title=fallback_title, text=text.strip(), format="text")
     parsed = parse_html(parts["html_body"], fallback_title)
     if parsed.title == fallback_title:
-        h1 = _H1.search(parsed.text)
-        if h1:
-            parsed.title = h1.group(1).strip()
+        parsed.title = first_h1(parsed.text) or fallback_title
     return parsed
 
 

@@ -1,4 +1,4 @@
-"""The SQL database: engine, sessions and migrations. SQLite by default, PostgreSQL in production."""
+"""The SQL database: engine, sessions, migrations. SQLite by default, PostgreSQL in production."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One writer per embedded index: Chroma's PersistentClient is not safe for two writing processes."""
+"""One writer per embedded index: Chroma's PersistentClient is unsafe for two writing processes."""
 
 from __future__ import annotations
 

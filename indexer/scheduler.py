@@ -7,7 +7,7 @@ there is a single writer to the index even when two connectors fall due together
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -41,12 +41,25 @@ def last_success(indexer: Indexer) -> dict[str, datetime]:
     return {name: when for name, when in rows}
 
 
-def is_stale(schedule: str, last: datetime | None, now: datetime) -> bool:
+def next_due(schedule: str, last_ok: datetime | None, now: datetime) -> datetime | None:
+    """When a connector next falls due after its last successful sync; ``now`` if overdue.
+
+    An APScheduler IntervalTrigger counts from its own creation, not from ``last_ok``, so
+    intervals are added here directly.
+    """
+    if last_ok is None:
+        return now  # never synced
+    kind, value = parse_schedule(schedule)
+    if kind == "interval":
+        nxt: datetime | None = last_ok + timedelta(seconds=int(value))
+    else:
+        nxt = trigger_for(schedule).get_next_fire_time(None, last_ok)
+    return None if nxt is None else max(nxt, now)
+
+
+def is_stale(schedule: str, last_ok: datetime | None, now: datetime) -> bool:
     """True when a connector has never synced, or its next run after the last one is past."""
-    if last is None:
-        return True
-    nxt = trigger_for(schedule).get_next_fire_time(None, last)
-    return nxt is None or nxt <= now
+    return next_due(schedule, last_ok, now) == now
 
 
 def build_scheduler(config: KbotConfig, indexer: Indexer, *, blocking: bool) -> BaseScheduler:

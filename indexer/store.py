@@ -91,7 +91,11 @@ class VectorStore:
             raise StoreError(f"the Chroma query failed: {e}") from e
         out = []
         for cid, text, meta, dist in zip(
-            res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True
+            res["ids"][0],
+            res["documents"][0],
+            res["metadatas"][0],
+            res["distances"][0],
+            strict=True,
         ):
             out.append(ScoredChunk(_chunk(cid, text or "", meta or {}), 1.0 - float(dist)))
         return out
@@ -152,5 +156,7 @@ def _chunk(cid: str, text: str, m: dict[str, Any]) -> Chunk:
         title=str(m.get("title", "")),
         url=str(m.get("url", "")),
         audience=str(m.get("audience", "public")),
-        last_modified=datetime.fromisoformat(str(m.get("last_modified", "1970-01-01T00:00:00+00:00"))),
+        last_modified=datetime.fromisoformat(
+            str(m.get("last_modified", "1970-01-01T00:00:00+00:00"))
+        ),
     )

@@ -104,7 +104,11 @@ class Indexer:
                 s.execute(delete(IndexedDocument))
 
     def sync(
-        self, names: Iterable[str] | None = None, *, full: bool = False, allow_mass_delete: bool = False
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        full: bool = False,
+        allow_mass_delete: bool = False,
     ) -> list[SyncResult]:
         """Sync the named connectors (all by default). One failure does not stop the others."""
         configs = (
@@ -145,7 +149,9 @@ class Indexer:
         with self.db.session() as s:
             known = {
                 d.doc_id: d
-                for d in s.scalars(select(IndexedDocument).where(IndexedDocument.connector == cfg.name))
+                for d in s.scalars(
+                    select(IndexedDocument).where(IndexedDocument.connector == cfg.name)
+                )
             }
             last_ok = s.scalars(
                 select(SyncRun)
@@ -237,7 +243,9 @@ class Indexer:
         for doc, cs in batch:
             prev = known.get(doc.id)
             if prev is not None:
-                stale += [chunk_id(doc.connector, doc.id, i) for i in range(len(cs), prev.chunk_count)]
+                stale += [
+                    chunk_id(doc.connector, doc.id, i) for i in range(len(cs), prev.chunk_count)
+                ]
         if stale:
             self.store.delete(stale)
         with self.db.session() as s:
@@ -261,7 +269,9 @@ class Indexer:
 
     def _update_metadata(self, doc: Document, chunk_count: int) -> None:
         ids = [chunk_id(doc.connector, doc.id, i) for i in range(chunk_count)]
-        self.store.update_metadata(ids, {"url": doc.url, "audience": doc.audience, "title": doc.title})
+        self.store.update_metadata(
+            ids, {"url": doc.url, "audience": doc.audience, "title": doc.title}
+        )
         with self.db.session() as s:
             row = s.get(IndexedDocument, (doc.connector, doc.id))
             if row is not None:

@@ -1,0 +1,517 @@
+"""kbot benchmark: indexing throughput, re-sync cost and question latency on the real corpus.
+
+One run, in a fresh temporary data dir, with the embedding model loaded once:
+
+1. the bare encoder on the same chunk texts the indexer will embed, in the same batches;
+2. a full sync of the corpus through the real Indexer (chunks per second, and the share of
+   the bare encoder's throughput that survives reading, chunking, Chroma and SQL);
+3. no-change re-syncs (incremental, as `kbot sync` runs, and `--full`);
+4. `ask` latency over the dev questions, end to end and for the retrieve stage.
+
+The figures are printed and written as the results section of docs/BENCHMARKS.md.
+Usage: ``.venv/bin/python bench/run.py [--quick [N]] [--corpus DIR] [--out PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.runtime import Runtime
+from config import KbotConfig, parse_config
+from connectors import build_connector
+from indexer.chunking import Chunker
+from indexer.embeddings import Embedder
+from indexer.sync import EMBED_BATCH_CHUNKS
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DEFAULT_OUT = REPO / "docs" / "BENCHMARKS.md"
+MARKER = "<!-- Results below are written by bench/run.py; edit the text above this line only. -->"
+
+# The targets the results are judged against.
+TARGET_RATIO = 0.90
+TARGET_RESYNC_S = 3.0
+TARGET_ASK_P95_MS = 150.0
+# Other processes using more than this share of the machine make the run "shared".
+SHARED_CPU_THRESHOLD = 0.05
+
+INTRO = f"""# Benchmarks
+
+`make bench` (`.venv/bin/python bench/run.py`) measures, in one run on the real corpus
+(`../shared/corpus`) and in a fresh temporary data dir, with the embedding model loaded once:
+
+- **Full sync**: the real `Indexer` over a filesystem connector: documents, chunks,
+  seconds, chunks per second.
+- **Indexing efficiency**: end-to-end chunks/s divided by the bare encoder's chunks/s on
+  the same chunk texts, embedded in the same batches (`EMBED_BATCH_CHUNKS` chunks per
+  call, `embedding.batch_size`). Target: at least {TARGET_RATIO:.0%}.
+- **No-change re-sync**: syncing again with nothing changed, incremental (`kbot sync`)
+  and `--full`. Target: under {TARGET_RESYNC_S:g} s.
+- **`ask` latency**: `AnsweringService.ask` over `eval/dev_questions.jsonl`, each question
+  several times, model loaded; plus the retrieve stage from `Answer.latency_ms`.
+  Target: p95 under {TARGET_ASK_P95_MS:g} ms.
+
+The bare encoder is timed before the sync, after a warm-up batch, so neither timing pays
+for loading the model. "Others' CPU" is the share of the machine's CPU that other
+processes used during a phase (from `/proc/stat`): when it is high the figures are
+pessimistic, because the machine was shared. `--quick [N]` runs the same steps on N
+documents as a smoke test (and writes results only when `--out` is given).
+
+{MARKER}
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+
+def _busy_ticks() -> int:
+    """CPU ticks spent busy by the whole machine since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+@dataclass
+class Span:
+    """One timed phase: wall seconds, and how busy the machine was meanwhile."""
+
+    wall: float = 0.0
+    own_cpu: float = 0.0
+    others_cpu: float = 0.0
+
+    @property
+    def others_share(self) -> float:
+        """Share of the machine's total CPU capacity that other processes used."""
+        cores = os.cpu_count() or 1
+        return max(self.others_cpu, 0.0) / (self.wall * cores) if self.wall else 0.0
+
+
+@contextmanager
+def measure() -> Iterator[Span]:
+    span = Span()
+    tick = os.sysconf("SC_CLK_TCK")
+    busy0, own0, t0 = _busy_ticks(), _own_cpu(), time.perf_counter()
+    try:
+        yield span
+    finally:
+        span.wall = time.perf_counter() - t0
+        span.own_cpu = _own_cpu() - own0
+        span.others_cpu = (_busy_ticks() - busy0) / tick - span.own_cpu
+
+
+@dataclass
+class Stopwatch:
+    """Times each call to chosen methods of live objects, to break a phase down."""
+
+    calls: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    _restore: list[Callable[[], None]] = field(default_factory=list)
+
+    def wrap(self, obj: Any, method: str, label: str) -> None:
+        original = getattr(obj, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.calls[label].append(time.perf_counter() - t)
+
+        setattr(obj, method, timed)
+        # The wrapper is an instance attribute shadowing the class's method.
+        self._restore.append(lambda: delattr(obj, method))
+
+    def unwrap(self) -> None:
+        for restore in self._restore:
+            restore()
+        self._restore.clear()
+
+    def totals(self) -> dict[str, float]:
+        return {label: sum(times) for label, times in self.calls.items()}
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+# -- setup ---------------------------------------------------------------------------------
+
+
+def quick_subset(corpus: Path, n: int, dest: Path) -> Path:
+    """Copy n documents spread over the whole corpus (keeping mtimes) into ``dest``."""
+    full = make_config(dest, corpus)
+    ids = sorted(build_connector(full.connectors[0], full.storage.data_dir).list_ids())
+    step = max(len(ids) // n, 1)
+    for rel in ids[::step][:n]:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(corpus / rel, target)
+    return dest
+
+
+def make_config(tmp: Path, corpus: Path) -> KbotConfig:
+    """The default config, storing in ``tmp``, with one filesystem connector on the corpus."""
+    data = {
+        "storage": {"data_dir": str(tmp / "data")},
+        "connectors": [
+            {"name": "corpus", "type": "filesystem", "path": str(corpus), "schedule": "1h"}
+        ],
+    }
+    return parse_config(data, source="bench", base_dir=tmp)
+
+
+# -- the phases ----------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    documents: int = 0
+    chunks: int = 0
+    problems: int = 0
+    sync: Span = field(default_factory=Span)
+    sync_breakdown: dict[str, float] = field(default_factory=dict)
+    bare_chunks: int = 0
+    bare_batches: int = 0
+    bare: Span = field(default_factory=Span)
+    chunking_s: float = 0.0
+    resync: Span = field(default_factory=Span)
+    resync_full: Span = field(default_factory=Span)
+    resync_changed: int = 0
+    asks: int = 0
+    abstained: int = 0
+    ask_ms: list[float] = field(default_factory=list)
+    retrieve_ms: list[float] = field(default_factory=list)
+    answer_ms: list[float] = field(default_factory=list)
+    question_embed_ms: list[float] = field(default_factory=list)
+    chroma_query_ms: list[float] = field(default_factory=list)
+    ask_span: Span = field(default_factory=Span)
+    whole: Span = field(default_factory=Span)
+
+    @property
+    def sync_rate(self) -> float:
+        return self.chunks / self.sync.wall if self.sync.wall else 0.0
+
+    @property
+    def bare_rate(self) -> float:
+        return self.bare_chunks / self.bare.wall if self.bare.wall else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.sync_rate / self.bare_rate if self.bare_rate else 0.0
+
+    @property
+    def cpu_ratio(self) -> float:
+        """The ratio in chunks per CPU-second of this process: less sensitive to a busy machine."""
+        if not (self.sync.own_cpu and self.bare.own_cpu and self.bare_chunks):
+            return 0.0
+        return (self.chunks / self.sync.own_cpu) / (self.bare_chunks / self.bare.own_cpu)
+
+
+def bare_encoder(config: KbotConfig, embedder: Embedder, res: Results) -> None:
+    """Embed the chunks the indexer will embed, grouped into the batches it will use."""
+    cfg = config.connectors[0]
+    docs = list(build_connector(cfg, config.storage.data_dir).load_all())
+    chunker = Chunker(config.indexer.chunk_size, config.indexer.chunk_overlap)
+    t = time.perf_counter()
+    batches: list[list[str]] = []
+    pending: list[str] = []
+    # The same grouping as Indexer._sync: whole documents until EMBED_BATCH_CHUNKS is reached.
+    for doc in docs:
+        pending += [c.embedding_text() for c in chunker.split(doc)]
+        if len(pending) >= EMBED_BATCH_CHUNKS:
+            batches.append(pending)
+            pending = []
+    if pending:
+        batches.append(pending)
+    res.chunking_s = time.perf_counter() - t
+    res.bare_chunks = sum(len(b) for b in batches)
+    res.bare_batches = len(batches)
+    batch_size = config.embedding.batch_size
+    log(f"bare encoder: {len(docs)} documents, {res.bare_chunks} chunks; warming up")
+    if batches:
+        embedder.embed(batches[0][:batch_size], batch_size=batch_size)
+    with measure() as res.bare:
+        for texts in batches:
+            embedder.embed(texts, batch_size=batch_size)
+    log(f"bare encoder: {res.bare.wall:.1f} s, {res.bare_rate:.1f} chunks/s")
+
+
+def full_sync(rt: Runtime, res: Results) -> None:
+    indexer = rt.indexer  # opens Chroma and the database before the clock starts
+    watch = Stopwatch()
+    watch.wrap(indexer.embedder, "embed", "embedding")
+    watch.wrap(indexer.store, "upsert", "Chroma upsert")
+    watch.wrap(indexer.chunker, "split", "chunking")
+    log("full sync: started")
+    try:
+        with measure() as res.sync:
+            (result,) = indexer.sync()
+    finally:
+        watch.unwrap()
+    if not result.ok:
+        raise SystemExit(f"the sync failed: {result.error}")
+    res.documents, res.chunks, res.problems = result.added, result.chunks, result.failed
+    res.sync_breakdown = watch.totals()
+    rest = res.sync.wall - sum(res.sync_breakdown.values())
+    res.sync_breakdown["reading, parsing, SQL, other"] = rest
+    log(f"full sync: {res.documents} docs, {res.chunks} chunks, {res.sync.wall:.1f} s")
+    if res.chunks != res.bare_chunks:
+        log(f"warning: the sync made {res.chunks} chunks, the bare run {res.bare_chunks}")
+
+
+def resyncs(rt: Runtime, res: Results) -> None:
+    with measure() as res.resync:
+        (result,) = rt.indexer.sync()
+    changed = result.added + result.updated + result.deleted
+    with measure() as res.resync_full:
+        (full,) = rt.indexer.sync(full=True)
+    res.resync_changed = changed + full.added + full.updated + full.deleted
+    log(f"re-sync: {res.resync.wall:.2f} s; --full: {res.resync_full.wall:.2f} s")
+
+
+def asks(rt: Runtime, questions: list[str], repeats: int, res: Results) -> None:
+    service = rt.answering
+    service.ask(questions[0])  # warm-up: first query paths in Chroma and SQL
+    watch = Stopwatch()
+    watch.wrap(service.embedder, "embed", "embed")
+    watch.wrap(service.store, "query", "query")
+    try:
+        with measure() as res.ask_span:
+            for _ in range(repeats):
+                for q in questions:
+                    t = time.perf_counter()
+                    answer = service.ask(q)
+                    res.ask_ms.append((time.perf_counter() - t) * 1000)
+                    res.retrieve_ms.append(answer.latency_ms["retrieve"])
+                    res.answer_ms.append(answer.latency_ms["answer"])
+                    res.abstained += answer.abstained
+    finally:
+        watch.unwrap()
+    res.question_embed_ms = [s * 1000 for s in watch.calls["embed"]]
+    res.chroma_query_ms = [s * 1000 for s in watch.calls["query"]]
+    res.asks = len(res.ask_ms)
+    log(f"ask: p50 {pct(res.ask_ms, 50):.1f} ms, p95 {pct(res.ask_ms, 95):.1f} ms")
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    import chromadb
+    import torch
+
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+    return {
+        "CPU": cpu,
+        "Cores": f"{os.cpu_count()} (torch threads: {torch.get_num_threads()})",
+        "RAM": f"{kib / 1024 / 1024:.1f} GiB",
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "torch": torch.__version__,
+        "sentence-transformers": version("sentence-transformers"),
+        "chromadb": chromadb.__version__,
+    }
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def report(res: Results, args: argparse.Namespace, started: datetime, facts: dict[str, str]) -> str:
+    spans = {
+        "bare encoder": res.bare,
+        "full sync": res.sync,
+        "re-syncs": Span(
+            res.resync.wall + res.resync_full.wall,
+            res.resync.own_cpu + res.resync_full.own_cpu,
+            res.resync.others_cpu + res.resync_full.others_cpu,
+        ),
+        "asks": res.ask_span,
+    }
+    scope = f"quick run on {args.quick} documents" if args.quick else "full corpus"
+    lines = [
+        "## Results",
+        "",
+        f"Run {started.astimezone().strftime('%Y-%m-%d %H:%M %Z')} "
+        f"({started.strftime('%Y-%m-%dT%H:%M:%SZ')}), {scope}, "
+        f"{res.whole.wall / 60:.1f} min in all.",
+        "",
+        "| Machine | |",
+        "| --- | --- |",
+        *(f"| {k} | {v} |" for k, v in facts.items()),
+        "",
+        "### Indexing",
+        "",
+        "| Measure | Value | Target |",
+        "| --- | --- | --- |",
+        f"| Documents indexed (skipped) | {res.documents} ({res.problems}) | |",
+        f"| Chunks | {res.chunks} | |",
+        f"| Full sync | {res.sync.wall:.1f} s, {res.sync_rate:.1f} chunks/s | |",
+        f"| Bare encoder, same {res.bare_chunks} chunks in {res.bare_batches} batches "
+        f"| {res.bare.wall:.1f} s, {res.bare_rate:.1f} chunks/s | |",
+        f"| End-to-end ÷ bare | {res.ratio:.1%} | ≥ {TARGET_RATIO:.0%}: "
+        f"{_verdict(res.ratio >= TARGET_RATIO)} |",
+        f"| … the same in chunks per CPU-second of this process | {res.cpu_ratio:.1%} | |",
+        f"| No-change re-sync (incremental) | {res.resync.wall:.2f} s "
+        f"| < {TARGET_RESYNC_S:g} s: {_verdict(res.resync.wall < TARGET_RESYNC_S)} |",
+        f"| No-change re-sync (`--full`) | {res.resync_full.wall:.2f} s "
+        f"| < {TARGET_RESYNC_S:g} s: {_verdict(res.resync_full.wall < TARGET_RESYNC_S)} |",
+        "",
+        "Where the full sync's time went (timed around the indexer's calls):",
+        "",
+        "| Part | Seconds | Share |",
+        "| --- | --- | --- |",
+        *(f"| {k} | {v:.1f} | {v / res.sync.wall:.1%} |" for k, v in res.sync_breakdown.items()),
+        "",
+        f"Chunking the corpus alone (in the bare run) took {res.chunking_s:.1f} s.",
+        "",
+        "### Answering",
+        "",
+        f"{res.asks} asks ({len(res.ask_ms) // max(args.repeats, 1)} questions × {args.repeats}, "
+        f"{res.abstained} abstained), after one warm-up ask.",
+        "",
+        "| Measure | p50 | p95 | Target |",
+        "| --- | --- | --- | --- |",
+        f"| `ask` end to end (incl. query log write) | {pct(res.ask_ms, 50):.1f} ms "
+        f"| {pct(res.ask_ms, 95):.1f} ms | p95 < {TARGET_ASK_P95_MS:g} ms: "
+        f"{_verdict(pct(res.ask_ms, 95) < TARGET_ASK_P95_MS)} |",
+        f"| retrieve stage (embed question + Chroma query) | {pct(res.retrieve_ms, 50):.1f} ms "
+        f"| {pct(res.retrieve_ms, 95):.1f} ms | |",
+        f"| … of which: embedding the question | {pct(res.question_embed_ms, 50):.1f} ms "
+        f"| {pct(res.question_embed_ms, 95):.1f} ms | |",
+        f"| … of which: Chroma query | {pct(res.chroma_query_ms, 50):.1f} ms "
+        f"| {pct(res.chroma_query_ms, 95):.1f} ms | |",
+        f"| answer stage (extractive composition) | {pct(res.answer_ms, 50):.1f} ms "
+        f"| {pct(res.answer_ms, 95):.1f} ms | |",
+        "",
+        "### Notes",
+        "",
+        "| Phase | Wall | This process's CPU | Others' CPU |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {name} | {s.wall:.1f} s | {s.own_cpu / s.wall if s.wall else 0:.2f} cores "
+            f"| {s.others_share:.0%} of the machine |"
+            for name, s in spans.items()
+        ),
+        "",
+    ]
+    shared = [n for n, s in spans.items() if s.others_share > SHARED_CPU_THRESHOLD]
+    if shared:
+        lines.append(
+            f"- This run shared the CPU with other processes (during: {', '.join(shared)}); "
+            "the affected figures are slower than on an idle machine, and the ratio compares "
+            "phases that may have had different amounts of CPU."
+        )
+    else:
+        lines.append("- The machine was otherwise idle during this run.")
+    if res.resync_changed:
+        lines.append(f"- The no-change re-syncs still changed {res.resync_changed} documents.")
+    if res.chunks != res.bare_chunks:
+        lines.append(
+            f"- The sync made {res.chunks} chunks but the bare run {res.bare_chunks}: "
+            "the ratio compares different work."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, section: str) -> None:
+    old = out.read_text(encoding="utf-8") if out.is_file() else ""
+    head = old.split(MARKER)[0] + MARKER + "\n" if MARKER in old else INTRO
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(head + "\n" + section, encoding="utf-8")
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=SHARED / "corpus")
+    parser.add_argument("--questions", type=Path, default=SHARED / "eval" / "dev_questions.jsonl")
+    parser.add_argument("--repeats", type=int, default=3, help="times each question is asked")
+    parser.add_argument(
+        "--quick",
+        type=int,
+        nargs="?",
+        const=40,
+        default=0,
+        metavar="N",
+        help="smoke run on N documents (default 40); writes results only with --out",
+    )
+    parser.add_argument("--out", type=Path, help=f"Markdown file (default {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if not args.corpus.is_dir():
+        parser.error(f"corpus folder {args.corpus} does not exist")
+    questions = [
+        json.loads(line)["question"]
+        for line in args.questions.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    out = args.out or (None if args.quick else DEFAULT_OUT)
+
+    started = datetime.now(UTC)
+    res = Results()
+    with (
+        tempfile.TemporaryDirectory(prefix="kbot-bench-", ignore_cleanup_errors=True) as tmp,
+        measure() as res.whole,
+    ):
+        tmp_path = Path(tmp)
+        corpus = args.corpus.resolve()
+        if args.quick:
+            corpus = quick_subset(corpus, args.quick, tmp_path / "corpus")
+        config = make_config(tmp_path, corpus)
+        rt = Runtime(config)
+        try:
+            log("loading the embedding model")
+            embedder = rt.embedder
+            bare_encoder(config, embedder, res)
+            full_sync(rt, res)
+            resyncs(rt, res)
+            asks(rt, questions, args.repeats, res)
+        finally:
+            rt.close()
+    section = report(res, args, started, machine())
+    print(section)
+    if out is not None:
+        write(out, section)
+        log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

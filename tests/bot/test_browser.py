@@ -1,0 +1,152 @@
+"""The web chat in a real headless Chromium: ask, read the cited answer, vote 👎 with a reason."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.web import create_app
+from tests.bot.servers import (
+    ROTATE_DOC,
+    ROTATE_TITLE,
+    URL_TEMPLATE,
+    runbook_connector,
+    serve,
+    write_runbooks,
+)
+from tests.conftest import make_config, need
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, driven by Playwright, shared by the tests of this module."""
+    need(CHROMIUM.is_file(), f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    need(
+        importlib.util.find_spec("playwright") is not None,
+        "the playwright package is not installed (pip install -e '.[dev]')",
+    )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page; the test fails on any script error in it."""
+    context = browser.new_context()
+    errors: list[str] = []
+    pg = context.new_page()
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert errors == [], f"script errors in the page: {errors}"
+
+
+def test_ask_read_the_cited_answer_and_vote_it_down_with_a_reason(
+    tmp_path: Path, runtime_factory: Any, page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    kb = write_runbooks(tmp_path / "kb")
+    rt = runtime_factory(make_config(tmp_path, [runbook_connector(kb)]))
+    [result] = rt.indexer.sync()
+    assert result.ok, result.error
+
+    with serve(create_app(rt)) as url:
+        page.goto(url)
+        expect(page).to_have_title("kbot")
+        page.get_by_label("Question").fill("How do I rotate the password of the message queue?")
+        page.get_by_role("button", name="Ask", exact=True).click()
+
+        answer = page.locator(".msg.bot").last
+        sources = answer.locator(".sources li")
+        expect(sources.first.get_by_role("link")).to_have_text(ROTATE_TITLE)
+        expect(sources.first.get_by_role("link")).to_have_attribute(
+            "href", URL_TEMPLATE.format(path=ROTATE_DOC)
+        )
+        expect(sources.first).to_contain_text(f"runbooks: {ROTATE_DOC}")
+        marker = answer.get_by_role("link", name=f"Source 1: {ROTATE_TITLE}")
+        expect(marker).to_have_text("[1]")
+        expect(marker).to_have_attribute("href", URL_TEMPLATE.format(path=ROTATE_DOC))
+        # The quoted runbook is rendered as Markdown, not shown as raw source.
+        expect(answer.locator("code", has_text="mq-admin passwd --user orders")).to_be_visible()
+        expect(answer.locator("ol > li").first).to_be_visible()
+        expect(answer).not_to_contain_text("`")
+        expect(answer).not_to_contain_text("**")
+        query_id = answer.get_attribute("data-query-id")
+        assert query_id
+
+        answer.get_by_role("button", name="Not helpful").click()
+        answer.get_by_label("What was wrong?").select_option("outdated")
+        answer.get_by_label("Details").fill("the vault path moved")
+        answer.get_by_role("button", name="Send").click()
+        expect(answer.get_by_role("status")).to_have_text("Thanks, your note was recorded.")
+        expect(answer.get_by_role("button", name="Not helpful")).to_have_attribute(
+            "aria-pressed", "true"
+        )
+
+    votes = rt.feedback.for_query(query_id)
+    assert [(v.vote, v.reason) for v in votes] == [("down", "outdated: the vault path moved")]
+
+
+HOSTILE_RUNBOOK = """\
+---
+url: "javascript:window.kbotPwned = 'source link'"
+---
+# Escalating a stuck deploy pipeline
+
+If the deploy pipeline is stuck, page the release captain. The status widget shows
+<img src="nothing" onerror="window.kbotPwned = 'markup'"> next to each stage, and the
+[release dashboard](javascript:window.kbotPwned='markdown%20link') lists the captain.
+"""
+
+
+def test_document_text_and_links_cannot_run_script_in_the_page(
+    tmp_path: Path, runtime_factory: Any, page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "stuck-deploy.md").write_text(HOSTILE_RUNBOOK, encoding="utf-8")
+    rt = runtime_factory(make_config(tmp_path, [runbook_connector(kb)]))
+    [result] = rt.indexer.sync()
+    assert result.ok, result.error
+
+    with serve(create_app(rt)) as url:
+        page.goto(url)
+        page.get_by_label("Question").fill("Who do I page when the deploy pipeline is stuck?")
+        page.get_by_label("Question").press("Enter")
+        answer = page.locator(".msg.bot").last
+        expect(answer.locator(".vote")).to_be_visible()
+
+        # The document's HTML is shown as text, and its javascript: links are not links.
+        expect(answer).to_contain_text('<img src="nothing" onerror=')
+        expect(answer.locator("img")).to_have_count(0)
+        expect(answer.locator(".sources li")).to_contain_text("Escalating a stuck deploy pipeline")
+        expect(answer).to_contain_text("the release dashboard lists the captain")
+        expect(answer.get_by_role("link", name="release dashboard")).to_have_count(0)
+        hrefs = answer.locator("a").evaluate_all("links => links.map(a => a.href)")
+        assert not [h for h in hrefs if h.lower().startswith("javascript:")]
+        assert page.evaluate("window.kbotPwned") is None

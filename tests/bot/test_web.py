@@ -1,0 +1,241 @@
+"""The web chat's HTTP API, served by the real aiohttp app on 127.0.0.1 over a small synced
+knowledge folder, spoken to over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.answering import ABSTAIN_TEXT
+from bot.runtime import Runtime
+from bot.web import MAX_BODY, create_app
+from db.models import QueryRecord
+from tests.bot.servers import (
+    ROTATE_DOC,
+    ROTATE_TITLE,
+    RUNBOOKS,
+    URL_TEMPLATE,
+    runbook_connector,
+    serve,
+    write_runbooks,
+)
+from tests.conftest import make_config
+
+
+@dataclass
+class Reply:
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Chat:
+    rt: Runtime
+    url: str
+
+    def get(self, path: str) -> Reply:
+        return _send(urllib.request.Request(self.url + path))
+
+    def post(self, path: str, body: Any = None, *, raw: bytes | None = None) -> Reply:
+        data = raw if raw is not None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        return _send(req)
+
+    def ask(self, question: str, **extra: Any) -> dict[str, Any]:
+        reply = self.post("api/ask", {"question": question, **extra})
+        assert reply.status == 200, reply.body
+        return reply.json()
+
+    def query_count(self) -> int:
+        with self.rt.db.session() as s:
+            return s.scalar(select(func.count()).select_from(QueryRecord)) or 0
+
+
+def _send(req: urllib.request.Request) -> Reply:
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return Reply(r.status, r.headers.get_content_type(), r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return Reply(e.code, e.headers.get_content_type(), e.read())
+
+
+@pytest.fixture(scope="module")
+def chat(tmp_path_factory, embedder) -> Iterator[Chat]:
+    """One synced runtime and server for the module (syncing per test would triple the time):
+    each test asserts only on rows it can tell apart from the others'."""
+    tmp = tmp_path_factory.mktemp("web")
+    kb = write_runbooks(tmp / "kb")
+    rt = Runtime(make_config(tmp, [runbook_connector(kb)]))
+    try:
+        [result] = rt.indexer.sync()
+        assert result.ok, result.error
+        assert result.added == len(RUNBOOKS)
+        with serve(create_app(rt)) as url:
+            yield Chat(rt, url)
+    finally:
+        rt.close()
+
+
+def test_index_serves_the_self_contained_chat_page(chat: Chat) -> None:
+    reply = chat.get("")
+    assert reply.status == 200
+    assert reply.content_type == "text/html"
+    page = reply.body.decode()
+    assert '<form id="ask"' in page
+    assert 'aria-label="Question"' in page
+    # The page works offline: nothing is loaded from another host.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "@import" not in page
+
+
+def test_healthz_reports_ok_with_the_chunk_count(chat: Chat) -> None:
+    reply = chat.get("healthz")
+    assert reply.status == 200
+    body = reply.json()
+    assert body["status"] == "ok"
+    assert body["chunks"] == chat.rt.store.count()
+    assert body["chunks"] >= len(RUNBOOKS)
+
+
+def test_ask_answers_with_a_citation_of_the_right_runbook_and_logs_the_query(chat: Chat) -> None:
+    a = chat.ask("How do I rotate the password of the message queue?", user="alice")
+
+    assert a["abstained"] is False
+    assert a["error"] is None
+    assert a["mode"] == "extractive"
+    first = a["citations"][0]
+    assert first["n"] == 1
+    assert first["connector"] == "runbooks"
+    assert first["path"] == ROTATE_DOC
+    assert first["url"] == URL_TEMPLATE.format(path=ROTATE_DOC)
+    assert first["title"] == ROTATE_TITLE
+    assert "[1]" in a["answer"]
+    assert "mq-admin passwd" in a["answer"]
+
+    with chat.rt.db.session() as s:
+        row = s.get(QueryRecord, a["query_id"])
+        assert row is not None
+        assert row.platform == "web"
+        assert row.user_id == "alice"
+        assert row.question == "How do I rotate the password of the message queue?"
+        assert row.answer == a["answer"]
+        assert row.abstained is False
+        assert row.citations[0]["path"] == ROTATE_DOC
+
+
+def test_an_off_topic_question_abstains(chat: Chat) -> None:
+    a = chat.ask("What flour to water ratio makes a good sourdough starter?")
+    assert a["abstained"] is True
+    assert a["answer"] == ABSTAIN_TEXT
+    with chat.rt.db.session() as s:
+        row = s.get(QueryRecord, a["query_id"])
+        assert row is not None and row.abstained is True
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"question": ""}, 400, "The question is empty"),
+        ({"question": " \n\t "}, 400, "The question is empty"),
+        ({}, 400, "'question' must be a string"),
+        ({"question": 42}, 400, "'question' must be a string"),
+        (["How do I rotate the key?"], 400, "must be a JSON object"),
+        (b"question=How+do+I+rotate+the+key", 400, "must be JSON"),
+        ({"question": "why " * 1000}, 400, "the limit is 2000"),
+        ({"question": "x" * (MAX_BODY + 1)}, 413, "larger than 64 KiB"),
+    ],
+    ids=["empty", "blank", "missing", "number", "array", "form-encoded", "too-long", "too-big"],
+)
+def test_ask_rejects_unusable_requests_with_a_clear_json_error(
+    chat: Chat, body: Any, status: int, message: str
+) -> None:
+    before = chat.query_count()
+    if isinstance(body, bytes):
+        reply = chat.post("api/ask", raw=body)
+    else:
+        reply = chat.post("api/ask", body)
+    assert reply.status == status
+    assert reply.content_type == "application/json"
+    assert message in reply.json()["error"]
+    assert chat.query_count() == before
+
+
+def test_feedback_records_one_vote_per_user_and_a_second_vote_changes_it(chat: Chat) -> None:
+    qid = chat.ask("How do I rotate the password of the message queue?")["query_id"]
+
+    first = chat.post("api/feedback", {"query_id": qid, "vote": "up", "user": "alice"})
+    assert (first.status, first.json()) == (200, {"recorded": "up", "changed": False})
+    second = chat.post(
+        "api/feedback",
+        {"query_id": qid, "vote": "down", "user": "alice", "reason": "outdated: step 2 moved"},
+    )
+    assert (second.status, second.json()) == (200, {"recorded": "down", "changed": True})
+    other = chat.post("api/feedback", {"query_id": qid, "vote": "up", "user": "bob"})
+    assert (other.status, other.json()) == (200, {"recorded": "up", "changed": False})
+
+    votes = {f.user_id: (f.vote, f.reason) for f in chat.rt.feedback.for_query(qid)}
+    assert votes == {"alice": ("down", "outdated: step 2 moved"), "bob": ("up", None)}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"query_id": "0" * 32, "vote": "up"}, 404, "no answer with query id"),
+        ({"query_id": "QID", "vote": "sideways"}, 400, "vote must be one of up, down"),
+        ({"query_id": "QID", "vote": 1}, 400, "'vote' must be 'up' or 'down'"),
+        ({"vote": "up"}, 400, "'query_id' must be"),
+        (b"vote=up", 400, "must be JSON"),
+    ],
+    ids=["unknown-query", "bad-vote", "vote-not-a-string", "no-query-id", "not-json"],
+)
+def test_feedback_rejects_bad_votes(chat: Chat, body: Any, status: int, message: str) -> None:
+    qid = chat.ask("How do I rotate the password of the message queue?")["query_id"]
+    if isinstance(body, bytes):
+        reply = chat.post("api/feedback", raw=body)
+    else:
+        reply = chat.post("api/feedback", {k: qid if v == "QID" else v for k, v in body.items()})
+    assert reply.status == status
+    assert reply.content_type == "application/json"
+    assert message in reply.json()["error"]
+    assert chat.rt.feedback.for_query(qid) == []
+
+
+@pytest.fixture
+def broken_chat(tmp_path, runtime_factory) -> Iterator[Chat]:
+    """A server whose Chroma store on disk is corrupt, as after a bad disk or a bad copy."""
+    chroma = tmp_path / "data" / "chroma"
+    chroma.mkdir(parents=True)
+    (chroma / "chroma.sqlite3").write_bytes(b"not a database\n" * 512)
+    rt = runtime_factory(make_config(tmp_path, []))
+    with serve(create_app(rt)) as url:
+        yield Chat(rt, url)
+
+
+def test_healthz_reports_a_broken_store_as_degraded(broken_chat: Chat) -> None:
+    reply = broken_chat.get("healthz")
+    assert reply.status == 503
+    body = reply.json()
+    assert body["status"] == "degraded"
+    assert "Chroma store" in body["error"]
+
+
+def test_ask_on_a_broken_store_still_replies_with_a_json_error(broken_chat: Chat) -> None:
+    reply = broken_chat.post("api/ask", {"question": "How do I rotate the queue password?"})
+    # The page shows ``error`` to the person; a bare text 500 would read as gibberish.
+    assert reply.content_type == "application/json"
+    assert reply.json()["error"]

@@ -1,0 +1,119 @@
+"""Shared fixtures: real services only. The embedding model loads once per session, and the
+real corpus in ../shared/corpus is indexed once per session and shared (read-only)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.runtime import Runtime
+from config import KbotConfig, parse_config
+from db import Database
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("KBOT_SHARED", REPO.parent / "shared"))
+CORPUS = SHARED / "corpus"
+DEV_QUESTIONS = SHARED / "eval" / "dev_questions.jsonl"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_URL = os.environ.get("KBOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a service is missing on a developer's machine; under CI=true, fail instead."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: .ci/run must provide it)")
+    pytest.skip(reason)
+
+
+def make_config(
+    tmp_path: Path, connectors: list[dict[str, Any]] | None = None, **sections: Any
+) -> KbotConfig:
+    """A validated config whose storage lives in ``tmp_path``."""
+    data: dict[str, Any] = {"storage": {"data_dir": str(tmp_path / "data")}}
+    data.update(sections)
+    data["connectors"] = connectors or []
+    return parse_config(data, source="test.yaml", base_dir=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from indexer.embeddings import get_embedder
+
+    return get_embedder()
+
+
+@pytest.fixture
+def runtime_factory(embedder) -> Iterator:
+    """Build Runtimes over test configs; closes them (and their writer locks) afterwards."""
+    made: list[Runtime] = []
+
+    def make(config: KbotConfig) -> Runtime:
+        rt = Runtime(config)
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.close()
+
+
+@pytest.fixture(scope="session")
+def corpus_runtime(tmp_path_factory, embedder) -> Iterator[Runtime]:
+    """The real corpus, synced once for the whole session. Tests must not write to it."""
+    need(CORPUS.is_dir(), f"the shared corpus is missing at {CORPUS}")
+    tmp = tmp_path_factory.mktemp("corpus-index")
+    config = make_config(
+        tmp, [{"name": "corpus", "type": "filesystem", "path": str(CORPUS), "schedule": "1h"}]
+    )
+    rt = Runtime(config)
+    results = rt.indexer.sync()
+    assert results[0].ok, results[0].error
+    yield rt
+    rt.close()
+
+
+def _pg_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema on the local server, dropped afterwards."""
+    need(_pg_available(), "PostgreSQL is not running on 127.0.0.1:5432")
+    from sqlalchemy import create_engine, text
+
+    schema = f"kbot_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> Iterator[Database]:
+    """A migrated database, on SQLite and on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kbot.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    db.migrate()
+    yield db
+    db.dispose()
