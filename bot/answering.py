@@ -17,6 +17,7 @@ from bot.extractive import idf_from, select_passage, tidy_headings
 from config.models import AnsweringConfig
 from db import Database
 from db.models import QueryRecord, utcnow
+from indexer.chunking import Chunk
 from indexer.embeddings import Embedder
 from indexer.store import ScoredChunk, StoreError, VectorStore
 
@@ -27,10 +28,13 @@ ABSTAIN_TEXT = (
     "The closest sources I found are below; they may not answer your question."
 )
 # Passage budgets in characters: the best source is quoted at length, the others briefly.
-FIRST_SOURCE_CHARS = 700
+FIRST_SOURCE_CHARS = 900
 OTHER_SOURCE_CHARS = 300
 # Other documents are cited only when they score close to the best one.
 SOURCE_MARGIN = 0.08
+# Further chunks of the best document are quoted from when they score this close to it.
+DOC_CHUNK_MARGIN = 0.15
+MAX_DOC_CHUNKS = 3
 
 
 class QuestionError(ValueError):
@@ -176,12 +180,21 @@ class AnsweringService:
         idf = idf_from([h.chunk.text for h in hits])
         parts = []
         for i, h in enumerate(chosen, 1):
-            budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
-            passage = tidy_headings(
-                select_passage(h.chunk.text, question, budget, idf), h.chunk.heading_path
-            )
-            lead = "From" if i == 1 else "Also see"
-            parts.append(f"{lead} **{h.chunk.heading}** [{i}]:\n\n{passage}")
+            if i == 1:
+                # The best document often spreads its answer over consecutive chunks
+                # (diagnosis, then mitigation): quote from all of its strong chunks.
+                own = _doc_chunks(hits, h, top - DOC_CHUNK_MARGIN)
+                text = "\n\n".join(c.text for c in own)
+                label = h.chunk.heading if len(own) == 1 else h.chunk.title
+                passage = select_passage(text, question, FIRST_SOURCE_CHARS, idf)
+                paths = {p for c in own for p in c.heading_path}
+                lead = "From"
+            else:
+                label = h.chunk.heading
+                passage = select_passage(h.chunk.text, question, OTHER_SOURCE_CHARS, idf)
+                paths = set(h.chunk.heading_path)
+                lead = "Also see"
+            parts.append(f"{lead} **{label}** [{i}]:\n\n{tidy_headings(passage, paths)}")
         cites = [_citation(i, h) for i, h in enumerate(chosen, 1)]
         return Answer(qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved)
 
@@ -201,6 +214,17 @@ class AnsweringService:
         )
         with self.db.session() as s:
             s.add(record)
+
+
+def _doc_chunks(hits: list[ScoredChunk], best: ScoredChunk, floor: float) -> list[Chunk]:
+    """The best document's strongest retrieved chunks, in document order."""
+    same = [
+        h
+        for h in hits
+        if (h.chunk.connector, h.chunk.doc_id) == (best.chunk.connector, best.chunk.doc_id)
+        and h.score >= floor
+    ][:MAX_DOC_CHUNKS]
+    return sorted((h.chunk for h in same), key=lambda c: c.index)
 
 
 def _citation(n: int, h: ScoredChunk) -> Citation:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.\-]*[a-z0-9]|[a-z0-9]")
 _HEADING_LINE = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$")
@@ -131,7 +131,7 @@ def select_passage(
     return "\n\n".join(parts).strip()
 
 
-def tidy_headings(passage: str, heading_path: Sequence[str]) -> str:
+def tidy_headings(passage: str, heading_path: Iterable[str]) -> str:
     """Drop leading heading lines the citation already names; make the rest bold lines.
 
     Chat surfaces (Slack mrkdwn, Teams cards, the web chat) have no headings inside a

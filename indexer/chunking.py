@@ -73,7 +73,10 @@ def sections(text: str, title: str) -> list[_Section]:
             in_fence = not in_fence
         m = None if in_fence else _HEADING.match(line)
         if m:
-            flush()
+            # A heading with no text of its own ("## Mitigation" directly followed by
+            # "### Defrag") stays with the section it introduces, not the one before.
+            if any(ln.strip() and not _HEADING.match(ln) for ln in lines):
+                flush()
             level = len(m.group(1))
             while stack and stack[-1][0] >= level:
                 stack.pop()
@@ -99,8 +102,12 @@ def _path(title: str, stack: list[tuple[int, str]]) -> tuple[str, ...]:
 class Chunker:
     """Splits documents into chunks of about ``chunk_size`` characters."""
 
+    # Bump when the chunking logic changes: stored documents are then re-chunked.
+    VERSION = 3
+
     def __init__(self, chunk_size: int = 1000, chunk_overlap: int = 100):
         self.chunk_size = chunk_size
+        self.signature = f"chunker-v{self.VERSION}:{chunk_size}:{chunk_overlap}"
         self.splitter = RecursiveCharacterTextSplitter(
             chunk_size=chunk_size,
             chunk_overlap=min(chunk_overlap, chunk_size // 2),
@@ -131,6 +138,7 @@ class Chunker:
                 pending = sec
         if pending:
             pieces.append((pending.path, pending.text))
+        pieces = _fold_bare_headings(pieces)
         return [
             Chunk(
                 id=chunk_id(doc.connector, doc.id, i),
@@ -146,6 +154,29 @@ class Chunker:
             )
             for i, (path, text) in enumerate(p for p in pieces if p[1].strip())
         ]
+
+
+def _is_bare_heading(text: str) -> bool:
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    return bool(lines) and all(_HEADING.match(ln) for ln in lines)
+
+
+def _fold_bare_headings(
+    pieces: list[tuple[tuple[str, ...], str]],
+) -> list[tuple[tuple[str, ...], str]]:
+    """A piece that is only headings (the splitter cut right after them) joins the next."""
+    out: list[tuple[tuple[str, ...], str]] = []
+    carry = ""
+    for path, text in pieces:
+        if _is_bare_heading(text):
+            carry += text.strip() + "\n\n"
+            continue
+        out.append((path, carry + text if carry else text))
+        carry = ""
+    if carry and out:
+        path, text = out[-1]
+        out[-1] = (path, text + "\n\n" + carry.strip())
+    return out
 
 
 def _common(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ next sync re-embeds those documents; the index and the rows never disagree for l
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -180,7 +181,7 @@ class Indexer:
             for doc in docs:
                 bar.update()
                 prev = known.get(doc.id)
-                if prev is not None and prev.content_hash == doc.content_hash:
+                if prev is not None and prev.content_hash == self._hash(doc):
                     if (prev.url, prev.audience, prev.title) != (doc.url, doc.audience, doc.title):
                         self._update_metadata(doc, prev.chunk_count)
                         result.updated += 1
@@ -210,6 +211,12 @@ class Indexer:
                     select(IndexedDocument.chunk_count).where(IndexedDocument.connector == cfg.name)
                 )
             )
+
+    def _hash(self, doc: Document) -> str:
+        """The document's content hash, salted with how it is chunked and embedded, so a
+        new chunk size or chunker version re-indexes it."""
+        salt = f"{self.chunker.signature}|{self.embedder.name}"
+        return hashlib.sha256(f"{doc.content_hash}|{salt}".encode()).hexdigest()
 
     def _guard(self, name: str, known: int, now: int, gone: int) -> None:
         if known == 0 or gone == 0:
@@ -253,7 +260,7 @@ class Indexer:
                 row = IndexedDocument(
                     connector=doc.connector,
                     doc_id=doc.id,
-                    content_hash=doc.content_hash,
+                    content_hash=self._hash(doc),
                     title=doc.title,
                     url=doc.url,
                     audience=doc.audience,
