@@ -33,12 +33,19 @@ def terms(text: str) -> list[str]:
     for w in _WORD.findall(text.lower()):
         if w in _STOP:
             continue
-        for suffix in ("ing", "ies", "es", "s", "ed"):
-            if len(w) > len(suffix) + 3 and w.endswith(suffix):
-                w = w[: -len(suffix)]
-                break
-        out.append(w)
+        out.append(_stem(w))
     return out
+
+
+def _stem(w: str) -> str:
+    """Fold "rotate", "rotated", "rotates" and "rotating" to one form."""
+    for suffix in ("ing", "ies", "es", "s", "ed"):
+        if len(w) > len(suffix) + 3 and w.endswith(suffix):
+            w = w[: -len(suffix)]
+            break
+    if len(w) > 4 and w.endswith("e"):
+        w = w[:-1]
+    return w
 
 
 def blocks(text: str) -> list[str]:
@@ -107,9 +114,11 @@ def select_passage(
         if _is_heading(bs[i]) or (scores[i] <= 0 and chosen):
             continue
         add = {i}
-        # An instruction ending in ":" (or any prose before code) brings its command along.
-        if i + 1 < len(bs) and _is_code(bs[i + 1]) and not _is_code(bs[i]):
-            add.add(i + 1)
+        # Prose before code brings its command along, and a block ending in ":" the list
+        # or steps it introduces.
+        if i + 1 < len(bs) and not _is_code(bs[i]):
+            if _is_code(bs[i + 1]) or bs[i].rstrip().endswith(":"):
+                add.add(i + 1)
         cost = sum(len(bs[j]) for j in add - chosen)
         if used + cost > budget and chosen:
             continue

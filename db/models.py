@@ -67,6 +67,8 @@ class SyncRun(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # How documents were chunked and embedded; a run with another signature re-reads all.
+    signature: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class IndexedDocument(Base):

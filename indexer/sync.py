@@ -122,7 +122,9 @@ class Indexer:
     ) -> SyncResult:
         result = SyncResult(cfg.name)
         with self.db.session() as s:
-            run = SyncRun(connector=cfg.name, started_at=utcnow(), full=full)
+            run = SyncRun(
+                connector=cfg.name, started_at=utcnow(), full=full, signature=self.signature
+            )
             s.add(run)
         try:
             self._sync(cfg, result, full=full, allow_mass_delete=allow_mass_delete)
@@ -167,7 +169,7 @@ class Indexer:
             self._guard(cfg.name, len(known), len(ids), len(gone))
 
         new_ids = ids - set(known)
-        if full or last_ok is None or new_ids:
+        if full or last_ok is None or new_ids or last_ok.signature != self.signature:
             docs: Iterator[Document] = connector.load_all()
             total: int | None = len(ids)
         else:
@@ -212,11 +214,15 @@ class Indexer:
                 )
             )
 
+    @property
+    def signature(self) -> str:
+        """How documents are chunked and embedded now."""
+        return f"{self.chunker.signature}|{self.embedder.name}"
+
     def _hash(self, doc: Document) -> str:
-        """The document's content hash, salted with how it is chunked and embedded, so a
-        new chunk size or chunker version re-indexes it."""
-        salt = f"{self.chunker.signature}|{self.embedder.name}"
-        return hashlib.sha256(f"{doc.content_hash}|{salt}".encode()).hexdigest()
+        """The document's content hash, salted with the signature, so a new chunk size,
+        chunker version or model re-indexes it."""
+        return hashlib.sha256(f"{doc.content_hash}|{self.signature}".encode()).hexdigest()
 
     def _guard(self, name: str, known: int, now: int, gone: int) -> None:
         if known == 0 or gone == 0:

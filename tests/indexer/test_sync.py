@@ -248,3 +248,17 @@ def test_query_vectors_match_stored_chunks(runtime_factory, tmp_path, source, em
     assert abs(float(np.linalg.norm(stored)) - 1.0) < 1e-3
     hits = rt.indexer.store.query(stored, 1)
     assert hits[0].chunk.id == got["ids"][0] and hits[0].score > 0.99
+
+
+def test_new_chunk_settings_rechunk_unchanged_sources(runtime_factory, tmp_path, source):
+    rt = runtime_factory(make_config(tmp_path, [fs("rb", source)]))
+    rt.indexer.sync()
+    before = stored_ids(rt)
+    rt.close()
+    rt2 = runtime_factory(make_config(tmp_path, [fs("rb", source)], indexer={"chunk_size": 400}))
+    [res] = rt2.indexer.sync()
+    assert res.ok and res.updated == 20 and res.unchanged == 0
+    after = stored_ids(rt2)
+    assert after == expected_ids(rt2, "rb") and len(after) > len(before)
+    [again] = rt2.indexer.sync()
+    assert again.unchanged == 20
