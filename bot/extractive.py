@@ -116,9 +116,9 @@ def select_passage(
         add = {i}
         # Prose before code brings its command along, and a block ending in ":" the list
         # or steps it introduces.
-        if i + 1 < len(bs) and not _is_code(bs[i]):
-            if _is_code(bs[i + 1]) or bs[i].rstrip().endswith(":"):
-                add.add(i + 1)
+        follows = i + 1 < len(bs) and not _is_code(bs[i])
+        if follows and (_is_code(bs[i + 1]) or bs[i].rstrip().endswith(":")):
+            add.add(i + 1)
         cost = sum(len(bs[j]) for j in add - chosen)
         if used + cost > budget and chosen:
             continue
