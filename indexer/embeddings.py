@@ -20,6 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# torch's OpenMP threads otherwise spin-wait at every sync point: on a busy 2-core host a
+# one-question forward pass then took 0.5-1.3 s instead of ~15 ms (see docs/BENCHMARKS.md).
+# Takes effect only before torch is imported, which happens lazily below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class EmbeddingError(Exception):
