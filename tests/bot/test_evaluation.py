@@ -1,0 +1,542 @@
+"""`kbot eval`: the measures on hand-made answers whose right numbers are known, then the real
+command over a tiny synced knowledge folder (in-process, so the session's model is reused)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bot.answering import Answer, Citation
+from bot.cli import cli
+from bot.evaluation import (
+    MEASURES,
+    EvalError,
+    Question,
+    difference,
+    evaluate,
+    format_comparison,
+    format_result,
+    keywords_in,
+    load_questions,
+    parse_questions,
+    percentile,
+    summarize,
+)
+from indexer.chunking import Chunk
+
+# -- hand-made answers -------------------------------------------------------------------------
+
+
+def chunk(path: str, text: str = "", index: int = 0) -> Chunk:
+    return Chunk(
+        id=f"kb:{path}:{index}",
+        connector="kb",
+        doc_id=path,
+        index=index,
+        text=text,
+        heading_path=("T",),
+        title="T",
+        url=f"file:///{path}",
+        audience="public",
+        last_modified=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+
+
+def answer(
+    paths: list[str],
+    *,
+    context: list[Chunk] | None = None,
+    text: str = "an answer",
+    abstained: bool = False,
+    cited: Sequence[str] = (),
+    total_ms: float = 10.0,
+) -> Answer:
+    """An Answer whose retrieved chunks come from ``paths``, best first (repeats allowed)."""
+    retrieved = [
+        {"chunk_id": f"kb:{p}:{i}", "connector": "kb", "path": p, "score": round(1 - i / 100, 2)}
+        for i, p in enumerate(paths)
+    ]
+    citations = [Citation(n, "T", "u", "kb", p) for n, p in enumerate(cited, 1)]
+    return Answer(
+        "qid",
+        "q",
+        text,
+        abstained,
+        citations,
+        latency_ms={"total": total_ms},
+        retrieved=retrieved,
+        context=context if context is not None else [chunk(p) for p in paths],
+    )
+
+
+def q(
+    qid: str,
+    relevant: list[str],
+    kind: str = "lookup",
+    keywords: Sequence[str] = (),
+) -> Question:
+    return Question(qid, f"question {qid}", tuple(relevant), tuple(keywords), kind)
+
+
+def run(pairs: list[tuple[Question, Answer]]) -> dict[str, Any]:
+    replies = {qu.question: a for qu, a in pairs}
+    return summarize(evaluate([qu for qu, _ in pairs], replies.__getitem__))
+
+
+def test_ranking_measures_count_distinct_documents():
+    result = run(
+        [
+            # Distinct documents: x y a z w | b -> a is 3rd, b falls outside the first 5.
+            (q("1", ["a", "b"]), answer(["x", "x", "y", "a", "z", "w", "b"])),
+            (q("2", ["c"]), answer(["c", "d"])),
+            (q("3", ["d"]), answer(["e", "f"])),
+        ]
+    )
+    assert result["hit@5"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["recall@5"] == pytest.approx((0.5 + 1 + 0) / 3, abs=1e-4)
+    assert result["mrr@10"] == pytest.approx((1 / 3 + 1 + 0) / 3, abs=1e-4)
+    assert result["n"] == 3
+    assert list(result) == [*MEASURES, "per_kind", "n"]
+
+
+def test_mrr_looks_at_ten_documents_and_hit_at_five():
+    eleven = [f"d{i}" for i in range(1, 12)]
+    at_6 = run([(q("1", ["d6"]), answer(eleven))])
+    assert (at_6["hit@5"], at_6["recall@5"], at_6["mrr@10"]) == (
+        0.0,
+        0.0,
+        pytest.approx(1 / 6, abs=1e-4),
+    )
+    at_11 = run([(q("1", ["d11"]), answer(eleven))])
+    assert at_11["mrr@10"] == 0.0
+
+
+def test_keywords_match_case_insensitively_with_whitespace_collapsed():
+    text = "Run `kubectl DESCRIBE\n    pod` first,\tthen read the Logs."
+    assert keywords_in(["describe  pod", "LOGS", "liveness"], text) == ["describe  pod", "LOGS"]
+    assert keywords_in(["describe pod"], "describepod") == []
+
+
+def test_context_measures_use_the_first_three_chunks_only():
+    context = [
+        chunk("a", "restart the pod"),
+        chunk("a", "x" * 10, 1),
+        chunk("b", "check the logs"),
+        chunk("c", "liveness probe"),  # 4th: not given weight by @3
+    ]
+    result = run(
+        [
+            (
+                q("1", ["a"], keywords=["Restart", "logs", "liveness"]),
+                answer(["a", "b", "c"], context=context, text="restart it; read the LOGS"),
+            )
+        ]
+    )
+    assert result["context_keywords@3"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["context_chars@3"] == len("restart the pod") + 10 + len("check the logs")
+    assert result["answer_keywords"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["answer_chars"] == len("restart it; read the LOGS")
+
+
+def test_abstention_and_citations():
+    result = run(
+        [
+            # Cited the relevant doc.
+            (q("1", ["a"]), answer(["a"], cited=["a"])),
+            # Cited only something else.
+            (q("2", ["b"]), answer(["b", "c"], cited=["c"])),
+            # Abstained: its closest sources do not count as citing.
+            (q("3", ["d"]), answer(["d"], cited=["d"], abstained=True)),
+            (q("4", [], "unanswerable"), answer(["a"], abstained=True)),
+            (q("5", [], "unanswerable"), answer(["a"], cited=["a"])),
+        ]
+    )
+    assert result["cited_relevant"] == pytest.approx(1 / 3, abs=1e-4)
+    assert result["false_abstain"] == pytest.approx(1 / 3, abs=1e-4)
+    assert result["abstain_accuracy"] == 0.5
+    # Retrieval of unanswerable questions does not dilute the retrieval measures.
+    assert result["hit@5"] == 1.0
+
+    kinds = result["per_kind"]
+    assert list(kinds) == ["lookup", "unanswerable"]
+    assert kinds["lookup"]["n"] == 3 and kinds["unanswerable"]["n"] == 2
+    assert kinds["lookup"]["abstain_accuracy"] is None
+    assert kinds["unanswerable"]["abstain_accuracy"] == 0.5
+    for m in MEASURES:
+        if m not in ("abstain_accuracy", "latency_ms"):
+            assert kinds["unanswerable"][m] is None, m
+
+
+def test_per_kind_separates_the_groups():
+    result = run(
+        [
+            (q("1", ["a"], "lookup"), answer(["a"])),
+            (q("2", ["b"], "procedure"), answer(["x"])),
+            (q("3", ["c"], "procedure"), answer(["c"])),
+        ]
+    )
+    assert result["hit@5"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["per_kind"]["lookup"]["hit@5"] == 1.0
+    assert result["per_kind"]["procedure"]["hit@5"] == 0.5
+    assert result["abstain_accuracy"] is None
+
+
+def test_latency_percentiles_cover_every_question():
+    assert percentile([40.0, 10.0, 30.0, 20.0], 50) == 25.0
+    assert percentile([10.0, 20.0, 30.0, 40.0], 95) == pytest.approx(38.5)
+    assert percentile([7.0], 95) == 7.0
+    result = run(
+        [
+            (q("1", ["a"]), answer(["a"], total_ms=10)),
+            (q("2", ["a"]), answer(["a"], total_ms=20)),
+            (q("3", [], "unanswerable"), answer([], abstained=True, total_ms=30)),
+            (q("4", [], "unanswerable"), answer([], abstained=True, total_ms=40)),
+        ]
+    )
+    assert result["latency_ms"] == {"p50": 25.0, "p95": 38.5}
+
+
+def test_difference_and_tables():
+    base = run([(q("1", ["a"]), answer(["a"])), (q("2", ["b"]), answer(["x"]))])
+    other = run([(q("1", ["a"]), answer(["a"])), (q("2", ["b"]), answer(["b"]))])
+    diff = difference(base, other)
+    assert diff["hit@5"] == 0.5 and diff["mrr@10"] == 0.5
+    assert diff["abstain_accuracy"] is None
+    assert diff["latency_ms"] == {"p50": 0.0, "p95": 0.0}
+    assert diff["per_kind"]["lookup"]["hit@5"] == 0.5
+
+    lines = format_comparison(base, other, diff).splitlines()
+    assert lines[0].split() == ["measure", "base", "other", "diff"]
+    assert ["hit@5", "0.500", "1.000", "+0.500"] in [line.split() for line in lines]
+    table = [line.split() for line in format_result(base).splitlines()]
+    assert table[0] == ["measure", "all", "lookup"]
+    assert ["hit@5", "0.500", "0.500"] in table
+    assert ["abstain_accuracy", "-", "-"] in table
+
+
+def test_report_verdicts():
+    pairs = [
+        (q("hit", ["a"], keywords=["restart"]), answer(["x", "a"], text="Restart it")),
+        (q("miss", ["a"]), answer(["x"])),
+        (q("fa", ["a"]), answer(["a"], abstained=True)),
+        (q("abst", [], "unanswerable"), answer(["a"], abstained=True)),
+        (q("wrong", [], "unanswerable"), answer(["a"])),
+    ]
+    replies = {qu.question: a for qu, a in pairs}
+    outcomes = evaluate([qu for qu, _ in pairs], replies.__getitem__)
+    reports = [o.report() for o in outcomes]
+    assert [r["verdict"] for r in reports] == [
+        "hit",
+        "miss",
+        "false_abstain",
+        "abstained",
+        "false_answer",
+    ]
+    first = reports[0]
+    assert first["first_relevant_rank"] == 2
+    assert first["retrieved"] == [
+        {"path": "x", "connector": "kb", "score": 1.0},
+        {"path": "a", "connector": "kb", "score": 0.99},
+    ]
+    assert first["answer_keywords"] == {"found": ["restart"], "missing": []}
+    assert reports[1]["first_relevant_rank"] is None
+
+
+# -- the questions file ------------------------------------------------------------------------
+
+GOOD = {
+    "id": "q1",
+    "question": "How?",
+    "relevant": ["a.md"],
+    "answer_keywords": ["x"],
+    "kind": "lookup",
+}
+
+
+def lines(*rows: Any) -> list[str]:
+    return [r if isinstance(r, str) else json.dumps(r) for r in rows]
+
+
+def test_parse_questions_reads_every_kind_and_skips_blank_lines():
+    rows = [
+        {**GOOD, "id": "a"},
+        "",
+        {**GOOD, "id": "b", "kind": "multi-doc", "relevant": ["a.md", "b.md", "a.md"]},
+        {**GOOD, "id": "c", "kind": "unanswerable", "relevant": [], "answer_keywords": []},
+    ]
+    got = parse_questions(lines(*rows), "q.jsonl")
+    assert [(x.id, x.kind, x.line) for x in got] == [
+        ("a", "lookup", 1),
+        ("b", "multi-doc", 3),
+        ("c", "unanswerable", 4),
+    ]
+    assert got[1].relevant == ("a.md", "b.md")  # duplicates would inflate recall
+    assert not got[2].answerable
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("{not json", "q.jsonl, line 2: not valid JSON"),
+        ([1, 2], "q.jsonl, line 2: expected a JSON object"),
+        ({"id": "x", "question": "?"}, "missing field(s) relevant, answer_keywords, kind"),
+        ({**GOOD, "id": "x", "kind": "trivia"}, "kind 'trivia' is not one of lookup, procedure"),
+        ({**GOOD, "id": "x", "relevant": "a.md"}, "'relevant' must be a list"),
+        ({**GOOD, "id": "x", "question": " "}, "'question' must be a non-empty string"),
+        ({**GOOD, "id": "x", "kind": "unanswerable"}, "must have an empty 'relevant'"),
+        ({**GOOD, "id": "x", "relevant": []}, "needs at least one 'relevant'"),
+        (GOOD, "q.jsonl, line 2: id 'q1' was already used on line 1"),
+    ],
+)
+def test_parse_questions_says_which_line_is_wrong(row, message):
+    with pytest.raises(EvalError) as e:
+        parse_questions(lines(GOOD, row), "q.jsonl")
+    assert message in str(e.value)
+    assert "line 2" in str(e.value)
+
+
+def test_empty_and_missing_files(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(EvalError, match="no questions"):
+        load_questions(empty)
+    with pytest.raises(EvalError, match="cannot read the questions file"):
+        load_questions(tmp_path / "nope.jsonl")
+
+
+# -- the real command --------------------------------------------------------------------------
+
+# Five short documents written for these tests.
+DOCS = {
+    "runbooks/disk-full.md": """\
+# Build agent disk almost full
+
+The BuildAgentDiskFull alert fires when a CI build agent has less than 10% free disk.
+Free space with `docker system prune --all --force`, then confirm with `df -h /var/lib/docker`.
+If usage stays above 90%, drain the agent from the CI pool and open a ticket for a bigger disk.
+""",
+    "runbooks/cert-expiry.md": """\
+# TLS certificate expiring
+
+The CertificateExpiringSoon alert fires 14 days before a public TLS certificate expires.
+Renew it with `certbot renew --cert-name shop.example.com` on the edge proxy and reload nginx.
+""",
+    "runbooks/queue-backlog.md": """\
+# Job queue backlog
+
+When the JobQueueBacklog alert fires, more than 5000 jobs are waiting. Scale the workers with
+`kubectl scale deployment/job-worker --replicas=12` and watch the queue depth graph drain.
+""",
+    "howto/vpn.md": """\
+# Connecting to the office VPN
+
+Install WireGuard, import the profile from the IT portal, and connect to vpn.example.internal.
+The VPN is needed for the staging cluster and the internal package mirror.
+""",
+    "howto/expenses.md": """\
+# Submitting expenses
+
+Upload receipts to the expenses tool within 30 days of purchase. Your manager approves them,
+and payment arrives with the next monthly salary.
+""",
+}
+QUESTIONS = [
+    {
+        "id": "e1",
+        "question": "How many days before expiry does the certificate alert fire?",
+        "relevant": ["runbooks/cert-expiry.md"],
+        "answer_keywords": ["14 days", "certbot renew"],
+        "kind": "lookup",
+    },
+    {
+        "id": "e2",
+        "question": "BuildAgentDiskFull fired on a CI build agent, how do I free disk space?",
+        "relevant": ["runbooks/disk-full.md"],
+        "answer_keywords": ["docker system prune", "df -h"],
+        "kind": "procedure",
+    },
+    {
+        "id": "e3",
+        "question": "The build agent disk is full and the job queue backlog keeps growing, help",
+        "relevant": ["runbooks/disk-full.md", "runbooks/queue-backlog.md"],
+        "answer_keywords": ["docker system prune", "kubectl scale"],
+        "kind": "multi-doc",
+    },
+    {
+        "id": "e4",
+        "question": "What is the recipe for the lemon cake at the summer barbecue?",
+        "relevant": [],
+        "answer_keywords": [],
+        "kind": "unanswerable",
+    },
+]
+CONFIG = """\
+storage:
+  data_dir: data
+answering:
+  top_k: {top_k}
+connectors:
+  - name: kb
+    type: filesystem
+    path: kb
+    schedule: 1h
+"""
+
+
+def kbot(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="kbot")
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, embedder) -> Path:
+    """A synced knowledge folder, a questions file, and two configs over the same index."""
+    root = tmp_path_factory.mktemp("eval")
+    for name, text in DOCS.items():
+        (root / "kb" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "kb" / name).write_text(text, encoding="utf-8")
+    (root / "kbot.yaml").write_text(CONFIG.format(top_k=8), encoding="utf-8")
+    (root / "narrow.yaml").write_text(CONFIG.format(top_k=1), encoding="utf-8")
+    (root / "questions.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in QUESTIONS), encoding="utf-8"
+    )
+    ok(kbot("--config", str(root / "kbot.yaml"), "sync", "--json"))
+    return root
+
+
+def report_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_eval_json_on_an_easy_set(site):
+    result = ok(
+        kbot(
+            "--config",
+            str(site / "kbot.yaml"),
+            "eval",
+            "--questions",
+            str(site / "questions.jsonl"),
+            "--json",
+        )
+    )
+    out = json.loads(result.stdout)
+    assert list(out) == [*MEASURES, "per_kind", "n"]
+    assert out["n"] == 4
+    assert out["hit@5"] == 1.0 and out["recall@5"] == 1.0
+    assert 0.5 <= out["mrr@10"] <= 1.0
+    assert out["abstain_accuracy"] == 1.0 and out["false_abstain"] == 0.0
+    assert out["context_keywords@3"] == 1.0  # every document is one short chunk
+    assert 0 < out["context_chars@3"] <= sum(len(t) for t in DOCS.values())
+    assert out["answer_chars"] > 0 and 0 <= out["answer_keywords"] <= 1
+    assert out["cited_relevant"] == 1.0
+    assert 0 < out["latency_ms"]["p50"] <= out["latency_ms"]["p95"]
+    assert list(out["per_kind"]) == ["lookup", "procedure", "multi-doc", "unanswerable"]
+    assert out["per_kind"]["unanswerable"]["hit@5"] is None
+
+    report = site / "data" / "eval-report.jsonl"
+    assert f"per-question report: {report}" in result.stderr
+    rows = report_lines(report)
+    assert [r["id"] for r in rows] == ["e1", "e2", "e3", "e4"]
+    assert [r["verdict"] for r in rows] == ["hit", "hit", "hit", "abstained"]
+    assert rows[0]["retrieved"][0]["path"] == "runbooks/cert-expiry.md"
+    assert rows[0]["config"] == str(site / "kbot.yaml")
+
+
+def test_eval_compare_shows_both_runs_and_the_difference(site, tmp_path):
+    report = tmp_path / "compare.jsonl"
+    result = ok(
+        kbot(
+            "eval",
+            "--config",
+            str(site / "kbot.yaml"),
+            "--questions",
+            str(site / "questions.jsonl"),
+            "--compare",
+            str(site / "narrow.yaml"),
+            "--report",
+            str(report),
+            "--json",
+        )
+    )
+    out = json.loads(result.stdout)
+    assert set(out) == {"base", "other", "diff"}
+    base, other, diff = out["base"], out["other"], out["diff"]
+    # One chunk per question can hold only one of the multi-doc question's two documents.
+    assert base["recall@5"] == 1.0
+    assert other["per_kind"]["multi-doc"]["recall@5"] == 0.5
+    assert other["recall@5"] < 1.0
+    assert diff["recall@5"] == pytest.approx(other["recall@5"] - 1.0, abs=1e-4)
+    assert set(diff) == {*MEASURES, "per_kind"}
+
+    rows = report_lines(report)
+    assert [r["config"] for r in rows] == [str(site / "kbot.yaml")] * 4 + [
+        str(site / "narrow.yaml")
+    ] * 4
+    assert all(len(r["retrieved"]) == 1 for r in rows[4:])
+
+    text = ok(
+        kbot(
+            "--config",
+            str(site / "kbot.yaml"),
+            "eval",
+            "--questions",
+            str(site / "questions.jsonl"),
+            "--compare",
+            str(site / "narrow.yaml"),
+        )
+    )
+    table = [line.split() for line in text.stdout.splitlines()]
+    assert ["measure", "base", "other", "diff"] in table
+    assert ["recall@5", "1.000", f"{other['recall@5']:.3f}", f"{diff['recall@5']:+.3f}"] in table
+
+
+def test_eval_text_table(site):
+    result = ok(
+        kbot(
+            "--config",
+            str(site / "kbot.yaml"),
+            "eval",
+            "--questions",
+            str(site / "questions.jsonl"),
+        )
+    )
+    table = [line.split() for line in result.stdout.splitlines()]
+    assert ["measure", "all", "lookup", "procedure", "multi-doc", "unanswerable"] in table
+    assert ["hit@5", "1.000", "1.000", "1.000", "1.000", "-"] in table
+    assert ["n", "4", "1", "1", "1", "1"] in table
+
+
+def test_eval_errors(site, tmp_path):
+    config = str(site / "kbot.yaml")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(QUESTIONS[0]) + "\n{oops\n", encoding="utf-8")
+    result = kbot("--config", config, "eval", "--questions", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}, line 2: not valid JSON" in result.stderr
+    assert "Traceback" not in result.output
+
+    missing = kbot("--config", config, "eval", "--questions", str(tmp_path / "nope.jsonl"))
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+
+    (tmp_path / "empty.yaml").write_text(
+        "storage:\n  data_dir: data\nconnectors: []\n", encoding="utf-8"
+    )
+    empty = kbot(
+        "--config",
+        str(tmp_path / "empty.yaml"),
+        "eval",
+        "--questions",
+        str(site / "questions.jsonl"),
+    )
+    assert empty.exit_code == 1
+    assert "is empty; run `kbot sync` first" in empty.stderr
