@@ -10,9 +10,11 @@ from functools import cached_property
 
 from bot.answering import AnsweringService
 from bot.feedback import FeedbackService
+from bot.retrieval import Retriever
 from config.models import KbotConfig
 from db import Database
 from indexer.embeddings import Embedder, get_embedder
+from indexer.lexical import LexicalIndex
 from indexer.lock import WriterLock
 from indexer.store import VectorStore
 from indexer.sync import Indexer, ProgressFactory
@@ -45,7 +47,9 @@ class Runtime:
             store = VectorStore(self.config.storage.chroma_path, self.embedder.name, create=True)
             # Readers in this process share the writer's store.
             self.__dict__["store"] = store
-            return Indexer(self.config, self.db, store, self.embedder, self.progress)
+            return Indexer(
+                self.config, self.db, store, self.embedder, self.progress, lexical=self.lexical
+            )
 
     @cached_property
     def store(self) -> VectorStore:
@@ -53,7 +57,14 @@ class Runtime:
 
     @cached_property
     def answering(self) -> AnsweringService:
-        return AnsweringService(self.config.answering, lambda: self.store, self.embedder, self.db)
+        retriever = Retriever(
+            self.config.retrieval, lambda: self.store, self.lexical, self.embedder
+        )
+        return AnsweringService(self.config.answering, retriever, self.db)
+
+    @cached_property
+    def lexical(self) -> LexicalIndex:
+        return LexicalIndex(self.config.storage.data_dir / "bm25")
 
     @cached_property
     def feedback(self) -> FeedbackService:

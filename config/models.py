@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -118,6 +118,21 @@ class AnsweringConfig(_Section):
     max_question_chars: int = Field(default=2000, ge=10)
 
 
+class RetrievalConfig(_Section):
+    mode: Literal["hybrid", "dense", "lexical"] = Field(
+        default="hybrid", description="vectors and BM25 keywords fused, or either alone"
+    )
+    fusion: Literal["weighted", "rrf"] = Field(
+        default="weighted",
+        description="weighted: min-max normalised scores mixed by dense_weight; "
+        "rrf: reciprocal rank fusion",
+    )
+    dense_weight: float = Field(default=0.5, ge=0, le=1)
+    candidates: int = Field(
+        default=40, ge=1, le=500, description="results taken from each retriever before fusion"
+    )
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -128,6 +143,7 @@ class KbotConfig(_Section):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     indexer: IndexerConfig = Field(default_factory=IndexerConfig)
     answering: AnsweringConfig = Field(default_factory=AnsweringConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     connectors: list[ConnectorConfig] = Field(default_factory=list)
     # Where this config was read from, for messages.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import PurePosixPath
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
@@ -43,6 +44,12 @@ class Chunk:
     def embedding_text(self) -> str:
         """What is embedded: the heading path gives a short section its context."""
         return f"{self.heading}\n\n{self.text}"
+
+    def search_text(self) -> str:
+        """What keyword search indexes: the file name too, since alert names and page slugs
+        often appear only there ("CPUThrottlingHigh.md" titled "CPU Throttling High")."""
+        name = PurePosixPath(self.doc_id).name.split(".", 1)[0]
+        return f"{name}\n{self.embedding_text()}"
 
 
 def chunk_id(connector: str, doc_id: str, index: int) -> str:

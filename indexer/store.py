@@ -7,6 +7,7 @@ reader refuses to query it until it has been re-indexed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,9 @@ class StoreError(Exception):
 @dataclass(frozen=True)
 class ScoredChunk:
     chunk: Chunk
-    score: float  # cosine similarity, 1.0 is identical
+    score: float  # the ranking score (fused, in hybrid retrieval)
+    dense: float = 0.0  # cosine similarity to the question, 1.0 is identical
+    lexical: float = 0.0  # BM25 score, 0 when the chunk shares no term with the question
 
 
 class VectorStore:
@@ -97,8 +100,38 @@ class VectorStore:
             res["distances"][0],
             strict=True,
         ):
-            out.append(ScoredChunk(_chunk(cid, text or "", meta or {}), 1.0 - float(dist)))
+            sim = 1.0 - float(dist)
+            out.append(ScoredChunk(_chunk(cid, text or "", meta or {}), sim, dense=sim))
         return out
+
+    def get(self, ids: list[str], vector: np.ndarray) -> list[ScoredChunk]:
+        """Chunks by id, scored by cosine similarity to ``vector`` (ids not found are left out)."""
+        if self.collection is None or not ids:
+            return []
+        try:
+            got = self.collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        except Exception as e:
+            raise StoreError(f"the Chroma lookup failed: {e}") from e
+        sims = np.asarray(got["embeddings"], dtype=np.float32) @ vector.astype(np.float32)
+        return [
+            ScoredChunk(_chunk(cid, text or "", meta or {}), float(sim), dense=float(sim))
+            for cid, text, meta, sim in zip(
+                got["ids"], got["documents"], got["metadatas"], sims, strict=True
+            )
+        ]
+
+    def all_chunks(self, page: int = 5000) -> Iterator[Chunk]:
+        """Every stored chunk, a page at a time (for rebuilding the lexical index)."""
+        if self.collection is None:
+            return
+        offset = 0
+        while True:
+            got = self.collection.get(limit=page, offset=offset, include=["documents", "metadatas"])
+            if not got["ids"]:
+                return
+            for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+                yield _chunk(cid, text or "", meta or {})
+            offset += len(got["ids"])
 
     # -- writing (indexer only) -------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from db import Database
 from db.models import IndexedDocument, SyncRun, utcnow
 from indexer.chunking import Chunk, Chunker, chunk_id
 from indexer.embeddings import Embedder
+from indexer.lexical import LexicalIndex
 from indexer.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,12 @@ class Indexer:
         store: VectorStore,
         embedder: Embedder,
         progress: ProgressFactory | None = None,
+        lexical: LexicalIndex | None = None,
     ):
         self.config = config
         self.db = db
         self.store = store
+        self.lexical = lexical
         self.embedder = embedder
         self.chunker = Chunker(config.indexer.chunk_size, config.indexer.chunk_overlap)
         self.progress = progress or (lambda _name, _total: Progress())
@@ -135,6 +138,13 @@ class Indexer:
             result.error = f"internal error: {type(e).__name__}: {e}"
         if result.error:
             log.warning("sync of %s failed: %s", cfg.name, result.error)
+        changed = result.added or result.updated or result.deleted
+        if self.lexical is not None and (changed or not self.lexical.exists()):
+            try:
+                self.rebuild_lexical()
+            except Exception as e:  # search falls back to vectors only; the sync stands
+                log.exception("rebuilding the keyword index failed")
+                result.problems.append(f"keyword index not rebuilt ({type(e).__name__}: {e})")
         with self.db.session() as s:
             run = s.get(SyncRun, run.id)
             assert run is not None
@@ -213,6 +223,12 @@ class Indexer:
                     select(IndexedDocument.chunk_count).where(IndexedDocument.connector == cfg.name)
                 )
             )
+
+    def rebuild_lexical(self) -> None:
+        """Rebuild the keyword index from what the vector store holds now."""
+        assert self.lexical is not None
+        chunks = list(self.store.all_chunks())
+        self.lexical.build([c.id for c in chunks], [c.search_text() for c in chunks])
 
     @property
     def signature(self) -> str:

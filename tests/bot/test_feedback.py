@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 
 from bot.answering import AnsweringService, Requester
 from bot.feedback import FeedbackError, FeedbackService
-from config.models import AnsweringConfig
+from bot.retrieval import Retriever
+from config.models import AnsweringConfig, RetrievalConfig
 from db import Database
 from db.models import Feedback, QueryRecord
 
@@ -22,7 +23,8 @@ class NoIndex:
 
 
 def ask(database: Database, question: str = "how do I restart the payments service?"):
-    svc = AnsweringService(AnsweringConfig(), lambda: None, NoIndex(), database)
+    retriever = Retriever(RetrievalConfig(), lambda: None, None, NoIndex())
+    svc = AnsweringService(AnsweringConfig(), retriever, database)
     return svc.ask(question, Requester(platform="web", channel="C1", user="U1"))
 
 
