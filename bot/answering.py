@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.extractive import idf_from, select_passage, tidy_headings
+from bot.retrieval import Retriever
 from config.models import AnsweringConfig
 from db import Database
 from db.models import QueryRecord, utcnow
 from indexer.chunking import Chunk
-from indexer.embeddings import Embedder
-from indexer.store import ScoredChunk, StoreError, VectorStore
+from indexer.store import ScoredChunk, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ ABSTAIN_TEXT = (
     "The closest sources I found are below; they may not answer your question."
 )
 # Passage budgets in characters: the best source is quoted at length, the others briefly.
-FIRST_SOURCE_CHARS = 900
+FIRST_SOURCE_CHARS = 1000
 OTHER_SOURCE_CHARS = 300
 # Other documents are cited only when they score close to the best one.
 SOURCE_MARGIN = 0.08
@@ -71,6 +70,8 @@ class Answer:
     mode: str = "extractive"  # how the text was produced: extractive | generated
     latency_ms: dict[str, float] = field(default_factory=dict)
     retrieved: list[dict[str, Any]] = field(default_factory=list)
+    # The chunks given to the answerer, in the order it was given them.
+    context: list[Chunk] = field(default_factory=list)
     error: str | None = None  # a dependency that failed, said plainly
 
     def as_json(self) -> dict[str, Any]:
@@ -91,18 +92,9 @@ class Answer:
 class AnsweringService:
     """Answers questions from the index and records every one in the query log."""
 
-    def __init__(
-        self,
-        config: AnsweringConfig,
-        store: Callable[[], VectorStore | None],
-        embedder: Embedder,
-        db: Database,
-    ):
+    def __init__(self, config: AnsweringConfig, retriever: Retriever, db: Database):
         self.config = config
-        # Opened on first use and re-tried after a failure, so a broken store becomes an
-        # answer that says so rather than an exception.
-        self.store = store
-        self.embedder = embedder
+        self.retriever = retriever
         self.db = db
 
     def validate(self, question: str) -> str:
@@ -148,11 +140,7 @@ class AnsweringService:
         return answer
 
     def retrieve(self, question: str) -> list[ScoredChunk]:
-        store = self.store()
-        if store is None:
-            return []
-        vector = self.embedder.embed([question])[0]
-        return store.query(vector, self.config.top_k)
+        return self.retriever.search(question, self.config.top_k)
 
     def compose(self, question: str, hits: list[ScoredChunk]) -> Answer:
         """Decide whether the evidence is strong enough, and build the answer text."""
@@ -163,20 +151,29 @@ class AnsweringService:
                 "connector": h.chunk.connector,
                 "path": h.chunk.doc_id,
                 "score": round(h.score, 4),
+                "dense": round(h.dense, 4),
+                "lexical": round(h.lexical, 4),
             }
             for h in hits
         ]
+        context = [h.chunk for h in hits]
         best_per_doc: dict[tuple[str, str], ScoredChunk] = {}
         for h in hits:
             best_per_doc.setdefault((h.chunk.connector, h.chunk.doc_id), h)
         ranked = list(best_per_doc.values())  # hits are best first, so this is too
 
-        if not ranked or ranked[0].score < self.config.min_score:
+        # Confidence: how close the best retrieved passage is in meaning. Keyword overlap
+        # alone is not evidence (a question can share words with an unrelated runbook).
+        confidence = max((h.dense for h in hits), default=0.0)
+        if not ranked or confidence < self.config.min_score:
             cites = [_citation(i, h) for i, h in enumerate(ranked[: self.config.max_sources], 1)]
-            return Answer(qid, question, ABSTAIN_TEXT, True, cites, retrieved=retrieved)
+            return Answer(
+                qid, question, ABSTAIN_TEXT, True, cites, retrieved=retrieved, context=context
+            )
 
-        top = ranked[0].score
-        chosen = [h for h in ranked if h.score >= top - SOURCE_MARGIN][: self.config.max_sources]
+        top = ranked[0].dense
+        chosen = [ranked[0]] + [h for h in ranked[1:] if h.dense >= top - SOURCE_MARGIN]
+        chosen = chosen[: self.config.max_sources]
         idf = idf_from([h.chunk.text for h in hits])
         parts = []
         for i, h in enumerate(chosen, 1):
@@ -196,7 +193,9 @@ class AnsweringService:
                 lead = "Also see"
             parts.append(f"{lead} **{label}** [{i}]:\n\n{tidy_headings(passage, paths)}")
         cites = [_citation(i, h) for i, h in enumerate(chosen, 1)]
-        return Answer(qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved)
+        return Answer(
+            qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved, context=context
+        )
 
     def _log(self, answer: Answer, requester: Requester) -> None:
         record = QueryRecord(
@@ -222,7 +221,7 @@ def _doc_chunks(hits: list[ScoredChunk], best: ScoredChunk, floor: float) -> lis
         h
         for h in hits
         if (h.chunk.connector, h.chunk.doc_id) == (best.chunk.connector, best.chunk.doc_id)
-        and h.score >= floor
+        and h.dense >= floor
     ][:MAX_DOC_CHUNKS]
     return sorted((h.chunk for h in same), key=lambda c: c.index)
 

@@ -12,40 +12,9 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
-_WORD = re.compile(r"[a-z0-9][a-z0-9_.\-]*[a-z0-9]|[a-z0-9]")
+from indexer.text import terms
+
 _HEADING_LINE = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$")
-_STOPWORDS = """
-a about above after again against all am an and any are as at be because been before being
-below between both but by can could did do does doing down during each few for from further
-had has have having he her here hers him his how i if in into is it its itself just me more
-most my no nor not now of off on once only or other our out over own same she should so some
-such than that the their them then there these they this those through to too under until up
-very was we were what when where which while who whom why will with would you your yours get
-got im ive dont whats hows thats one us i'm it's what's how's need want please tell know
-there's shall may might also
-"""
-_STOP = frozenset(_STOPWORDS.split())
-
-
-def terms(text: str) -> list[str]:
-    """Lower-cased content words with a light plural/verb suffix folding."""
-    out = []
-    for w in _WORD.findall(text.lower()):
-        if w in _STOP:
-            continue
-        out.append(_stem(w))
-    return out
-
-
-def _stem(w: str) -> str:
-    """Fold "rotate", "rotated", "rotates" and "rotating" to one form."""
-    for suffix in ("ing", "ies", "es", "s", "ed"):
-        if len(w) > len(suffix) + 3 and w.endswith(suffix):
-            w = w[: -len(suffix)]
-            break
-    if len(w) > 4 and w.endswith("e"):
-        w = w[:-1]
-    return w
 
 
 def blocks(text: str) -> list[str]:
@@ -106,7 +75,13 @@ def select_passage(
         hits = sum(weight.get(w, 1.0) for w in q & words)
         return hits / math.sqrt(1 + len(b) / 200)
 
-    scores = [score(b) for b in bs]
+    own = [score(b) for b in bs]
+    # A command block, or the one-line "run this:" before it, says little by itself; it
+    # inherits half the relevance of the paragraph that explains it.
+    scores = [
+        max(own[i], 0.5 * own[i - 1]) if i > 0 and (_is_code(b) or len(b) < 120) else own[i]
+        for i, b in enumerate(bs)
+    ]
     order = sorted(range(len(bs)), key=lambda i: (-scores[i], i))
     chosen: set[int] = set()
     used = 0
