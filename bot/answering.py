@@ -176,6 +176,7 @@ class AnsweringService:
         chosen = chosen[: self.config.max_sources]
         idf = idf_from([h.chunk.text for h in hits])
         parts = []
+        used: list[Chunk] = []
         for i, h in enumerate(chosen, 1):
             if i == 1:
                 # The best document often spreads its answer over consecutive chunks
@@ -186,13 +187,17 @@ class AnsweringService:
                 passage = select_passage(text, question, FIRST_SOURCE_CHARS, idf)
                 paths = {p for c in own for p in c.heading_path}
                 lead = "From"
+                used += own
             else:
                 label = h.chunk.heading
                 passage = select_passage(h.chunk.text, question, OTHER_SOURCE_CHARS, idf)
                 paths = set(h.chunk.heading_path)
                 lead = "Also see"
+                used.append(h.chunk)
             parts.append(f"{lead} **{label}** [{i}]:\n\n{tidy_headings(passage, paths)}")
         cites = [_citation(i, h) for i, h in enumerate(chosen, 1)]
+        # What the answer was built from comes first, then the rest of what was retrieved.
+        context = used + [c for c in context if c not in used]
         return Answer(
             qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved, context=context
         )

@@ -11,6 +11,7 @@ from config.models import KbotConfig
 from db import Database
 from db.models import IndexedDocument, SyncRun, utcnow
 from indexer.scheduler import next_due
+from indexer.sync import last_successful_run
 
 
 def connector_status(config: KbotConfig, db: Database) -> list[dict[str, Any]]:
@@ -37,12 +38,7 @@ def connector_status(config: KbotConfig, db: Database) -> list[dict[str, Any]]:
                 .order_by(SyncRun.id.desc())
                 .limit(1)
             ).first()
-            last_ok = s.scalars(
-                select(SyncRun)
-                .where(SyncRun.connector == cfg.name, SyncRun.status == "ok")
-                .order_by(SyncRun.id.desc())
-                .limit(1)
-            ).first()
+            last_ok = last_successful_run(s, cfg.name)
             rows.append(
                 {
                     "name": cfg.name,

@@ -129,6 +129,29 @@ def read_document(
     )
 
 
+def read_or_report(
+    problems: list[DocumentError],
+    config: ConnectorConfig,
+    root: Path,
+    rel: str,
+    url: str,
+    mtime: float,
+) -> Document | None:
+    """``read_document``, with a file that cannot be read recorded in ``problems``."""
+    try:
+        return read_document(
+            root,
+            rel,
+            connector=config.name,
+            audience=config.audience,
+            url=url,
+            last_modified=datetime.fromtimestamp(mtime, UTC),
+        )
+    except DocumentError as e:
+        problems.append(e)
+        return None
+
+
 class FilesystemConnector:
     """Reads a folder. A document's id is its path relative to ``path``, with ``/`` separators."""
 
@@ -163,18 +186,7 @@ class FilesystemConnector:
             url = c.url_template.format(path=quote(rel))
         else:
             url = (c.path / rel).resolve().as_uri()
-        try:
-            return read_document(
-                c.path,
-                rel,
-                connector=c.name,
-                audience=c.audience,
-                url=url,
-                last_modified=datetime.fromtimestamp(mtime, UTC),
-            )
-        except DocumentError as e:
-            self.problems.append(e)
-            return None
+        return read_or_report(self.problems, c, c.path, rel, url, mtime)
 
     def _stat(self, p: Path) -> float | None:
         try:

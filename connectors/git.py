@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import quote
@@ -15,7 +15,7 @@ from urllib.parse import quote
 from pydantic import Field, ValidationInfo, field_validator
 
 from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError, resolve_path
-from connectors.filesystem import check_template, matches, read_document
+from connectors.filesystem import check_template, matches, read_or_report
 from connectors.parsing import DEFAULT_INCLUDE, file_format
 
 GIT_TIMEOUT_S = 300
@@ -215,19 +215,7 @@ class GitConnector:
             url = c.url_template.format(path=quote(rel), commit=self._commit, branch=self._branch)
         else:
             url = (self.checkout / rel).resolve().as_uri()
-        stamp = self._mtimes.get(rel, 0.0)
-        try:
-            return read_document(
-                self.checkout,
-                rel,
-                connector=c.name,
-                audience=c.audience,
-                url=url,
-                last_modified=datetime.fromtimestamp(stamp, UTC),
-            )
-        except DocumentError as e:
-            self.problems.append(e)
-            return None
+        return read_or_report(self.problems, c, self.checkout, rel, url, self._mtimes.get(rel, 0.0))
 
     def load_all(self) -> Iterator[Document]:
         self.problems = []

@@ -22,6 +22,7 @@ from datetime import timedelta
 
 import numpy as np
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from config.models import KbotConfig
 from connectors import ConnectorConfig, ConnectorError, Document, build_connector
@@ -63,6 +64,15 @@ class SyncResult:
         d = asdict(self)
         d.pop("problems")
         return d
+
+
+def last_successful_run(s: Session, connector: str) -> SyncRun | None:
+    return s.scalars(
+        select(SyncRun)
+        .where(SyncRun.connector == connector, SyncRun.status == "ok")
+        .order_by(SyncRun.id.desc())
+        .limit(1)
+    ).first()
 
 
 class SyncRefused(Exception):
@@ -166,12 +176,7 @@ class Indexer:
                     select(IndexedDocument).where(IndexedDocument.connector == cfg.name)
                 )
             }
-            last_ok = s.scalars(
-                select(SyncRun)
-                .where(SyncRun.connector == cfg.name, SyncRun.status == "ok")
-                .order_by(SyncRun.started_at.desc())
-                .limit(1)
-            ).first()
+            last_ok = last_successful_run(s, cfg.name)
 
         ids = connector.list_ids()
         gone = sorted(set(known) - ids)
