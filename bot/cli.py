@@ -104,7 +104,14 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("chromadb", "httpx", "sentence_transformers", "apscheduler.executors", "alembic"):
+    for noisy in (
+        "chromadb",
+        "httpx",
+        "sentence_transformers",
+        "apscheduler",
+        "alembic",
+        "bm25s",
+    ):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     state = _State(config_path)
     ctx.obj = state
