@@ -211,6 +211,7 @@ class Results:
     answer_ms: list[float] = field(default_factory=list)
     question_embed_ms: list[float] = field(default_factory=list)
     chroma_query_ms: list[float] = field(default_factory=list)
+    keyword_search_ms: list[float] = field(default_factory=list)
     ask_span: Span = field(default_factory=Span)
     whole: Span = field(default_factory=Span)
 
@@ -300,8 +301,9 @@ def asks(rt: Runtime, questions: list[str], repeats: int, res: Results) -> None:
     service = rt.answering
     service.ask(questions[0])  # warm-up: first query paths in Chroma and SQL
     watch = Stopwatch()
-    watch.wrap(service.embedder, "embed", "embed")
-    watch.wrap(service.store, "query", "query")
+    watch.wrap(rt.embedder, "embed", "embed")
+    watch.wrap(rt.store, "query", "query")
+    watch.wrap(rt.lexical, "search", "keywords")
     try:
         with measure() as res.ask_span:
             for _ in range(repeats):
@@ -316,6 +318,7 @@ def asks(rt: Runtime, questions: list[str], repeats: int, res: Results) -> None:
         watch.unwrap()
     res.question_embed_ms = [s * 1000 for s in watch.calls["embed"]]
     res.chroma_query_ms = [s * 1000 for s in watch.calls["query"]]
+    res.keyword_search_ms = [s * 1000 for s in watch.calls["keywords"]]
     res.asks = len(res.ask_ms)
     log(f"ask: p50 {pct(res.ask_ms, 50):.1f} ms, p95 {pct(res.ask_ms, 95):.1f} ms")
 
@@ -415,6 +418,8 @@ def report(res: Results, args: argparse.Namespace, started: datetime, facts: dic
         f"| {pct(res.question_embed_ms, 95):.1f} ms | |",
         f"| … of which: Chroma query | {pct(res.chroma_query_ms, 50):.1f} ms "
         f"| {pct(res.chroma_query_ms, 95):.1f} ms | |",
+        f"| … of which: BM25 keyword search | {pct(res.keyword_search_ms, 50):.1f} ms "
+        f"| {pct(res.keyword_search_ms, 95):.1f} ms | |",
         f"| answer stage (extractive composition) | {pct(res.answer_ms, 50):.1f} ms "
         f"| {pct(res.answer_ms, 95):.1f} ms | |",
         "",

@@ -32,7 +32,7 @@ OTHER_SOURCE_CHARS = 300
 # Other documents are cited only when they score close to the best one.
 SOURCE_MARGIN = 0.08
 # Further chunks of the best document are quoted from when they score this close to it.
-DOC_CHUNK_MARGIN = 0.15
+DOC_CHUNK_MARGIN = 0.25
 MAX_DOC_CHUNKS = 3
 
 
