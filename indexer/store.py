@@ -18,6 +18,10 @@ import numpy as np
 from indexer.chunking import Chunk
 
 COLLECTION = "kbot_chunks"
+# Chroma's defaults (ef 100, M 16) miss some true nearest chunks, and which ones changes
+# from build to build, so the same question could rank differently after a re-index.
+# A wider graph search costs a few milliseconds and makes answers stable.
+HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 200, "hnsw:search_ef": 200, "hnsw:M": 32}
 
 
 class StoreError(Exception):
@@ -72,7 +76,7 @@ class VectorStore:
         return self.client.create_collection(
             COLLECTION,
             embedding_function=None,
-            metadata={"embedding_model": self.embedding_model, "hnsw:space": "cosine"},
+            metadata={"embedding_model": self.embedding_model, **HNSW},
         )
 
     # -- reading -------------------------------------------------------------------------

@@ -12,6 +12,9 @@ from tests.conftest import DEV_QUESTIONS, need
 BASELINE = Path(__file__).parent / "eval_baseline.json"
 # Shares may drop by at most this much (one question of 52 is ~0.019).
 SHARE_MARGIN = 0.02
+# Abstention is measured on 8 unanswerable questions: one flip is 0.125, and a question
+# right at the threshold may flip with the vector index's build. Two flips fail.
+ABSTAIN_MARGIN = 0.13
 # Context and answer lengths may grow by at most this factor: longer is costlier to read.
 LENGTH_SLACK = 1.15
 LOWER_IS_BETTER = {"false_abstain"}
@@ -29,6 +32,8 @@ def test_dev_set_quality_does_not_regress(corpus_runtime):
             ok = got <= base * LENGTH_SLACK
         elif measure in LOWER_IS_BETTER:
             ok = got <= base + SHARE_MARGIN
+        elif measure == "abstain_accuracy":
+            ok = got >= base - ABSTAIN_MARGIN
         else:
             ok = got >= base - SHARE_MARGIN
         if not ok:
