@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
+from indexer.chunking import clean_heading
 from indexer.text import terms
 
 _HEADING_LINE = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$")
@@ -132,19 +133,13 @@ def tidy_headings(passage: str, heading_path: Iterable[str]) -> str:
         m = None if in_fence else _HEADING_LINE.match(line)
         if m:
             text = m.group(1).strip()
-            if leading and _plain(text).casefold() in named:
+            if leading and clean_heading(text).casefold() in named:
                 continue
             line = f"**{text}**"
         if line.strip():
             leading = False
         out.append(line)
     return "\n".join(out).strip()
-
-
-def _plain(heading: str) -> str:
-    heading = re.sub(r"\{#[^}]*\}\s*$", "", heading)
-    heading = re.sub(r"[`*_]", "", heading)
-    return re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip()
 
 
 def _truncate(text: str, budget: int) -> str:

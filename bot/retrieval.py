@@ -41,7 +41,8 @@ class Retriever:
             return []
         vector = self.embedder.embed([question])[0]
         mode = self.config.mode if self.lexical is not None else "dense"
-        n = max(self.config.candidates, k)
+        # Fusion needs a wider pool than it returns; dense-only ranking does not.
+        n = k if mode == "dense" else max(self.config.candidates, k)
         dense = store.query(vector, n) if mode != "lexical" else []
         lexical = dict(self.lexical.search(question, n)) if mode != "dense" else {}
         if mode == "dense":

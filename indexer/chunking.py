@@ -87,13 +87,14 @@ def sections(text: str, title: str) -> list[_Section]:
             level = len(m.group(1))
             while stack and stack[-1][0] >= level:
                 stack.pop()
-            stack.append((level, _clean_heading(m.group(2))))
+            stack.append((level, clean_heading(m.group(2))))
         lines.append(line)
     flush()
     return out
 
 
-def _clean_heading(h: str) -> str:
+def clean_heading(h: str) -> str:
+    """A heading's plain text: no anchor suffix, emphasis marks or link syntax."""
     h = re.sub(r"\{#[^}]*\}\s*$", "", h)  # {#anchor} suffixes
     h = re.sub(r"[`*_]", "", h)
     return re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", h).strip()

@@ -15,11 +15,10 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, select
 
 from config.models import KbotConfig, parse_schedule
-from db.models import SyncRun, utcnow
-from indexer.sync import Indexer
+from db.models import utcnow
+from indexer.sync import Indexer, last_successful_run
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +31,10 @@ def trigger_for(schedule: str) -> CronTrigger | IntervalTrigger:
 
 
 def last_success(indexer: Indexer) -> dict[str, datetime]:
+    """Each connector's last successful sync start."""
     with indexer.db.session() as s:
-        rows = s.execute(
-            select(SyncRun.connector, func.max(SyncRun.started_at))
-            .where(SyncRun.status == "ok")
-            .group_by(SyncRun.connector)
-        ).all()
-    return {name: when for name, when in rows}
+        runs = {c.name: last_successful_run(s, c.name) for c in indexer.config.connectors}
+    return {name: run.started_at for name, run in runs.items() if run is not None}
 
 
 def next_due(schedule: str, last_ok: datetime | None, now: datetime) -> datetime | None:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -128,9 +127,33 @@ class Indexer:
         configs = (
             [self.config.connector(n) for n in names] if names else list(self.config.connectors)
         )
-        return [self.sync_one(c, full=full, allow_mass_delete=allow_mass_delete) for c in configs]
+        results = [
+            self._sync_run(c, full=full, allow_mass_delete=allow_mass_delete) for c in configs
+        ]
+        # One keyword-index rebuild covers every connector synced here.
+        self._refresh_lexical(results)
+        return results
 
     def sync_one(
+        self, cfg: ConnectorConfig, *, full: bool = False, allow_mass_delete: bool = False
+    ) -> SyncResult:
+        """Sync one connector (what a scheduled job runs)."""
+        result = self._sync_run(cfg, full=full, allow_mass_delete=allow_mass_delete)
+        self._refresh_lexical([result])
+        return result
+
+    def _refresh_lexical(self, results: list[SyncResult]) -> None:
+        changed = any(r.added or r.updated or r.deleted for r in results)
+        if self.lexical is None or not (changed or not self.lexical.exists()):
+            return
+        try:
+            self.rebuild_lexical()
+        except Exception as e:  # search falls back to vectors only; the syncs stand
+            log.exception("rebuilding the keyword index failed")
+            for r in results:
+                r.problems.append(f"keyword index not rebuilt ({type(e).__name__}: {e})")
+
+    def _sync_run(
         self, cfg: ConnectorConfig, *, full: bool = False, allow_mass_delete: bool = False
     ) -> SyncResult:
         result = SyncResult(cfg.name)
@@ -148,13 +171,6 @@ class Indexer:
             result.error = f"internal error: {type(e).__name__}: {e}"
         if result.error:
             log.warning("sync of %s failed: %s", cfg.name, result.error)
-        changed = result.added or result.updated or result.deleted
-        if self.lexical is not None and (changed or not self.lexical.exists()):
-            try:
-                self.rebuild_lexical()
-            except Exception as e:  # search falls back to vectors only; the sync stands
-                log.exception("rebuilding the keyword index failed")
-                result.problems.append(f"keyword index not rebuilt ({type(e).__name__}: {e})")
         with self.db.session() as s:
             run = s.get(SyncRun, run.id)
             assert run is not None
@@ -192,19 +208,20 @@ class Indexer:
             docs = connector.changed_since(last_ok.started_at - timedelta(seconds=2))
             total = None
         bar = self.progress(cfg.name, total)
-        pending: list[tuple[Document, list[Chunk]]] = []
+        pending: list[tuple[Document, str, list[Chunk]]] = []
         pending_chunks = 0
         try:
             for doc in docs:
                 bar.update()
                 prev = known.get(doc.id)
-                if prev is not None and prev.content_hash == self._hash(doc):
+                digest = self._hash(doc)
+                if prev is not None and prev.content_hash == digest:
                     if (prev.url, prev.audience, prev.title) != (doc.url, doc.audience, doc.title):
                         self._update_metadata(doc, prev.chunk_count)
                         result.updated += 1
                     continue
                 chunks = self.chunker.split(doc)
-                pending.append((doc, chunks))
+                pending.append((doc, digest, chunks))
                 pending_chunks += len(chunks)
                 if pending_chunks >= EMBED_BATCH_CHUNKS:
                     self._write(pending, known, result)
@@ -259,22 +276,18 @@ class Indexer:
 
     def _write(
         self,
-        batch: list[tuple[Document, list[Chunk]]],
+        batch: list[tuple[Document, str, list[Chunk]]],
         known: dict[str, IndexedDocument],
         result: SyncResult,
     ) -> None:
-        chunks = [c for _, cs in batch for c in cs]
-        vectors = (
-            self.embedder.embed(
+        chunks = [c for _, _, cs in batch for c in cs]
+        if chunks:
+            vectors = self.embedder.embed(
                 [c.embedding_text() for c in chunks], batch_size=self.config.embedding.batch_size
             )
-            if chunks
-            else np.zeros((0, 0))
-        )
-        if chunks:
             self.store.upsert(chunks, vectors)
         stale: list[str] = []
-        for doc, cs in batch:
+        for doc, _, cs in batch:
             prev = known.get(doc.id)
             if prev is not None:
                 stale += [
@@ -283,11 +296,11 @@ class Indexer:
         if stale:
             self.store.delete(stale)
         with self.db.session() as s:
-            for doc, cs in batch:
+            for doc, digest, cs in batch:
                 row = IndexedDocument(
                     connector=doc.connector,
                     doc_id=doc.id,
-                    content_hash=self._hash(doc),
+                    content_hash=digest,
                     title=doc.title,
                     url=doc.url,
                     audience=doc.audience,
