@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.extractive import idf_from, select_passage, tidy_headings
-from bot.retrieval import Retriever
+from bot.retrieval import PUBLIC, Retriever, visible_to
 from config.models import AnsweringConfig
 from db import Database
 from db.models import QueryRecord, utcnow
@@ -42,11 +42,14 @@ class QuestionError(ValueError):
 
 @dataclass(frozen=True)
 class Requester:
-    """Who asked, and where."""
+    """Who asked, and where. ``audiences`` are the audiences the place of the question
+    belongs to (``public`` is always added): documents of any other audience are never
+    retrieved for it."""
 
     platform: str = "cli"
     channel: str | None = None
     user: str | None = None
+    audiences: frozenset[str] = frozenset({PUBLIC})
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class AnsweringService:
         t0 = time.perf_counter()
         error = None
         try:
-            hits = self.retrieve(q)
+            hits = self.retrieve(q, visible_to(requester.audiences))
         except StoreError as e:
             log.error("retrieval failed: %s", e)
             hits, error = [], "The knowledge index is unavailable right now, so I can't search it."
@@ -139,8 +142,10 @@ class AnsweringService:
         self._log(answer, requester)
         return answer
 
-    def retrieve(self, question: str) -> list[ScoredChunk]:
-        return self.retriever.search(question, self.config.top_k)
+    def retrieve(
+        self, question: str, audiences: frozenset[str] = frozenset({PUBLIC})
+    ) -> list[ScoredChunk]:
+        return self.retriever.search(question, self.config.top_k, audiences)
 
     def compose(self, question: str, hits: list[ScoredChunk]) -> Answer:
         """Decide whether the evidence is strong enough, and build the answer text."""

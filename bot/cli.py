@@ -161,9 +161,19 @@ def sync(
 @cli.command()
 @click.argument("question")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    metavar="NAME",
+    help="Answer as a member of this audience (repeatable); 'public' documents are always "
+    "visible. Default: public only, as in a channel with no audience.",
+)
 @click.pass_obj
-def ask(state: _State, question: str, as_json: bool) -> None:
+def ask(state: _State, question: str, as_json: bool, audiences: tuple[str, ...]) -> None:
     """Ask a QUESTION and print the answer with its sources."""
+    from bot.answering import Requester
+
     rt = state.runtime()
     rt.answering.validate(question)
     if rt.store.count() == 0:
@@ -171,7 +181,7 @@ def ask(state: _State, question: str, as_json: bool) -> None:
         raise click.ClickException(
             f"the index in {state.config.storage.data_dir} is empty; run `kbot sync` first"
         )
-    answer = rt.answering.ask(question)
+    answer = rt.answering.ask(question, Requester(platform="cli", audiences=frozenset(audiences)))
     if as_json:
         click.echo(json.dumps(answer.as_json(), indent=2))
         return

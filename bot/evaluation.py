@@ -279,7 +279,9 @@ def run(runtime: Runtime, questions: Iterable[Question]) -> list[Outcome]:
             "run `kbot sync` first"
         )
     service = runtime.answering
-    return evaluate(questions, lambda q: service.ask(q, Requester(platform="eval")))
+    # The labeled set is about the whole index, so eval reads as every audience.
+    requester = Requester(platform="eval", audiences=runtime.all_audiences)
+    return evaluate(questions, lambda q: service.ask(q, requester))
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:

@@ -58,9 +58,18 @@ class Runtime:
     @cached_property
     def answering(self) -> AnsweringService:
         retriever = Retriever(
-            self.config.retrieval, lambda: self.store, self.lexical, self.embedder
+            self.config.retrieval,
+            lambda: self.store,
+            self.lexical,
+            self.embedder,
+            {c.name: c.audience for c in self.config.connectors},
         )
         return AnsweringService(self.config.answering, retriever, self.db)
+
+    @property
+    def all_audiences(self) -> frozenset[str]:
+        """Every configured audience: for admin tools (eval, the CLI) that see everything."""
+        return frozenset(c.audience for c in self.config.connectors) | {"public"}
 
     @cached_property
     def lexical(self) -> LexicalIndex:

@@ -84,14 +84,19 @@ class VectorStore:
     def count(self) -> int:
         return 0 if self.collection is None else self.collection.count()
 
-    def query(self, vector: np.ndarray, k: int) -> list[ScoredChunk]:
-        """The ``k`` nearest chunks, best first. An empty or missing index gives []."""
+    def query(
+        self, vector: np.ndarray, k: int, audiences: frozenset[str] | None = None
+    ) -> list[ScoredChunk]:
+        """The ``k`` nearest chunks, best first, of ``audiences`` only when given (that
+        filtered query is much slower). An empty or missing index gives []."""
         if self.collection is None:
             return []
+        where = {"audience": {"$in": sorted(audiences)}} if audiences is not None else None
         try:
             res = self.collection.query(
                 query_embeddings=[vector.tolist()],
                 n_results=k,
+                where=where,
                 include=["documents", "metadatas", "distances"],
             )
         except Exception as e:
