@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bot.extractive import idf_from, select_passage, tidy_headings
@@ -19,6 +19,7 @@ from db import Database
 from db.models import QueryRecord, utcnow
 from indexer.chunking import Chunk
 from indexer.store import ScoredChunk, StoreError
+from indexer.text import identifiers, search_terms, stem
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,11 @@ FIRST_SOURCE_CHARS = 1000
 OTHER_SOURCE_CHARS = 300
 # Other documents are cited only when they score close to the best one.
 SOURCE_MARGIN = 0.08
-# Further chunks of the best document are quoted from when they score this close to it.
-DOC_CHUNK_MARGIN = 0.25
-MAX_DOC_CHUNKS = 3
+# The context passages an answerer reads (an LLM is paid per character of it): the best
+# document's, then the others'.
+CONTEXT_PASSAGES = 3
+CONTEXT_FIRST_CHARS = 2000
+CONTEXT_OTHER_CHARS = 700
 
 
 class QuestionError(ValueError):
@@ -170,39 +173,38 @@ class AnsweringService:
         # Confidence: how close the best retrieved passage is in meaning. Keyword overlap
         # alone is not evidence (a question can share words with an unrelated runbook).
         confidence = max((h.dense for h in hits), default=0.0)
-        if not ranked or confidence < self.config.min_score:
+        # A question about a named thing (an alert, a service) that no retrieved passage
+        # mentions is about something the knowledge base does not cover, however close
+        # the runbooks for its neighbours are. Only what this requester may see is
+        # searched, so the reply reveals nothing about other audiences' documents.
+        unknown = _unknown_names(question, hits)
+        if not ranked or confidence < self.config.min_score or unknown:
             cites = [_citation(i, h) for i, h in enumerate(ranked[: self.config.max_sources], 1)]
-            return Answer(
-                qid, question, ABSTAIN_TEXT, True, cites, retrieved=retrieved, context=context
-            )
+            text = ABSTAIN_TEXT
+            if unknown and ranked:
+                names = ", ".join(f"`{n}`" for n in unknown)
+                text = (
+                    f"I couldn't find anything about {names} in the knowledge base. "
+                    + (ABSTAIN_TEXT.split(". ", 1)[1])
+                )
+            return Answer(qid, question, text, True, cites, retrieved=retrieved, context=context)
 
         top = ranked[0].dense
         chosen = [ranked[0]] + [h for h in ranked[1:] if h.dense >= top - SOURCE_MARGIN]
         chosen = chosen[: self.config.max_sources]
         idf = idf_from([h.chunk.text for h in hits])
         parts = []
-        used: list[Chunk] = []
         for i, h in enumerate(chosen, 1):
-            if i == 1:
-                # The best document often spreads its answer over consecutive chunks
-                # (diagnosis, then mitigation): quote from all of its strong chunks.
-                own = _doc_chunks(hits, h, top - DOC_CHUNK_MARGIN)
-                text = "\n\n".join(c.text for c in own)
-                label = h.chunk.heading if len(own) == 1 else h.chunk.title
-                passage = select_passage(text, question, FIRST_SOURCE_CHARS, idf)
-                paths = {p for c in own for p in c.heading_path}
-                lead = "From"
-                used += own
-            else:
-                label = h.chunk.heading
-                passage = select_passage(h.chunk.text, question, OTHER_SOURCE_CHARS, idf)
-                paths = set(h.chunk.heading_path)
-                lead = "Also see"
-                used.append(h.chunk)
+            own = _doc_chunks(hits, h)
+            text = "\n\n".join(c.text for c in own)
+            budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
+            passage = select_passage(text, question, budget, idf)
+            label = h.chunk.heading if len(own) == 1 else h.chunk.title
+            paths = {p for c in own for p in c.heading_path}
+            lead = "From" if i == 1 else "Also see"
             parts.append(f"{lead} **{label}** [{i}]:\n\n{tidy_headings(passage, paths)}")
         cites = [_citation(i, h) for i, h in enumerate(chosen, 1)]
-        # What the answer was built from comes first, then the rest of what was retrieved.
-        context = used + [c for c in context if c not in used]
+        context = _context(question, hits, chosen, ranked, idf)
         return Answer(
             qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved, context=context
         )
@@ -225,15 +227,44 @@ class AnsweringService:
             s.add(record)
 
 
-def _doc_chunks(hits: list[ScoredChunk], best: ScoredChunk, floor: float) -> list[Chunk]:
-    """The best document's strongest retrieved chunks, in document order."""
-    same = [
-        h
-        for h in hits
-        if (h.chunk.connector, h.chunk.doc_id) == (best.chunk.connector, best.chunk.doc_id)
-        and h.dense >= floor
-    ][:MAX_DOC_CHUNKS]
-    return sorted((h.chunk for h in same), key=lambda c: c.index)
+def _unknown_names(question: str, hits: list[ScoredChunk]) -> list[str]:
+    """The names in ``question`` that none of ``hits`` contains (file names included)."""
+    names = identifiers(question)
+    if not names:
+        return []
+    seen: set[str] = set()
+    for h in hits:
+        seen.update(search_terms(h.chunk.search_text()))
+    return [n for n in names if stem(n.lower()) not in seen]
+
+
+def _doc_chunks(hits: list[ScoredChunk], best: ScoredChunk) -> list[Chunk]:
+    """All of the best document's retrieved chunks, in document order: a runbook often
+    spreads its answer over several sections (diagnosis, then mitigation)."""
+    key = (best.chunk.connector, best.chunk.doc_id)
+    own = {h.chunk.index: h.chunk for h in hits if (h.chunk.connector, h.chunk.doc_id) == key}
+    return [own[i] for i in sorted(own)]
+
+
+def _context(
+    question: str,
+    hits: list[ScoredChunk],
+    chosen: list[ScoredChunk],
+    ranked: list[ScoredChunk],
+    idf: dict[str, float],
+) -> list[Chunk]:
+    """The passages an answerer reads, best first: one per cited document, cut from all of
+    its retrieved chunks to the question (the first at length), then the best chunk of
+    the next documents, then the rest of what was retrieved."""
+    out: list[Chunk] = []
+    docs = chosen + [h for h in ranked if h not in chosen][: max(0, CONTEXT_PASSAGES - len(chosen))]
+    for i, h in enumerate(docs):
+        own = _doc_chunks(hits, h) if h in chosen else [h.chunk]
+        budget = CONTEXT_FIRST_CHARS if i == 0 else CONTEXT_OTHER_CHARS
+        text = select_passage("\n\n".join(c.text for c in own), question, budget, idf)
+        out.append(replace(h.chunk, text=text))
+    covered = {(c.connector, c.doc_id) for c in out}
+    return out + [h.chunk for h in hits if (h.chunk.connector, h.chunk.doc_id) not in covered]
 
 
 def _citation(n: int, h: ScoredChunk) -> Citation:

@@ -55,3 +55,25 @@ def search_terms(text: str) -> list[str]:
         if len(parts) > 1:
             out.extend(stem(p.lower()) for p in parts if p.lower() not in STOP)
     return out
+
+
+_CAMEL = re.compile(r"[a-z0-9][A-Z]")
+
+
+def identifiers(text: str) -> list[str]:
+    """The names of specific things in ``text``: CamelCase (alert names like
+    "KafkaConsumerLagHigh"), snake_case, and hyphenated names of long parts
+    ("checkout-service"). Hyphenated English ("on-call", "out-of-hours") is not one: a
+    part of it is a stop word or shorter than three letters."""
+    out = []
+    for tok in _TOKEN.findall(text):
+        tok = tok.strip("./")
+        if "/" in tok or "." in tok:
+            continue  # paths, URLs and "access/setup" are not one name
+        if _CAMEL.search(tok) or "_" in tok:
+            out.append(tok)
+            continue
+        parts = tok.split("-")
+        if len(parts) > 1 and all(len(p) >= 3 and p.lower() not in STOP for p in parts):
+            out.append(tok)
+    return list(dict.fromkeys(out))

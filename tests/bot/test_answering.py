@@ -103,3 +103,20 @@ def test_passages_quote_the_document_not_invent_text(corpus_runtime):
     assert code
     for line in code:
         assert line in corpus_text
+
+
+def test_a_named_thing_the_knowledge_base_never_mentions_is_not_answered(corpus_runtime):
+    # Neighbouring runbooks (other Kube* alerts) are close in meaning; answering from
+    # them would be answering a different question.
+    answer = corpus_runtime.answering.ask(
+        "KubeWidgetSprocketJammed is firing on the billing nodes, what is the runbook?"
+    )
+    assert answer.abstained
+    assert "`KubeWidgetSprocketJammed`" in answer.text
+    assert answer.citations, "the closest sources are still shown"
+
+
+def test_a_named_thing_the_knowledge_base_mentions_is_answered(corpus_runtime):
+    answer = corpus_runtime.answering.ask("KubePodCrashLooping is firing, what is the runbook?")
+    assert not answer.abstained
+    assert "KubePodCrashLooping" in answer.citations[0].path

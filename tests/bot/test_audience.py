@@ -121,3 +121,13 @@ def test_visible_chunks_are_found_when_hidden_ones_crowd_the_top(tmp_path, runti
     hits = rt.answering.retriever.search(QUESTION, 5, frozenset())
     assert hits, mode
     assert {h.chunk.connector for h in hits} == {"wiki"}
+
+
+def test_a_name_only_restricted_documents_mention_looks_unknown_outside(tmp_path, runtime_factory):
+    rt = build(tmp_path, runtime_factory, "sre")
+    q = "What does rotate-root need?"
+    outsider = rt.answering.ask(q, Requester("slack", "C-general", "U1"))
+    assert outsider.abstained and "`rotate-root`" in outsider.text
+    member = rt.answering.ask(q, Requester("slack", "C-sre", "U1", frozenset({"sre"})))
+    assert "`rotate-root`" not in member.text
+    assert member.citations[0].connector == "security"
