@@ -461,6 +461,20 @@ def write(out: Path, section: str) -> None:
     out.write_text(head + "\n" + section, encoding="utf-8")
 
 
+def write_region(out: Path, start: str, end: str, section: str) -> None:
+    """Replace another benchmark's region (``start`` … ``end``) in ``out``, or insert it
+    just above this script's results, which every run of this script rewrites."""
+    text = out.read_text(encoding="utf-8") if out.is_file() else INTRO
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = head + section.rstrip("\n") + tail
+    else:
+        head, tail = text.split(MARKER, 1)
+        text = f"{head}{section}\n{MARKER}{tail}"
+    out.write_text(text, encoding="utf-8")
+
+
 # -- main ------------------------------------------------------------------------------------
 
 

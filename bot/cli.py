@@ -297,9 +297,18 @@ def eval_command(
     is_flag=True,
     help="Do not run scheduled syncs in this process (another process owns the index).",
 )
+@click.option(
+    "--slack-socket-mode",
+    is_flag=True,
+    help="Connect to Slack over Socket Mode (needs SLACK_APP_TOKEN and SLACK_BOT_TOKEN) "
+    "instead of serving /slack/events.",
+)
 @click.pass_obj
-def serve(state: _State, host: str | None, port: int | None, no_scheduler: bool) -> None:
-    """Serve the web chat (and, later, Slack and Teams), syncing on schedule in-process."""
+def serve(
+    state: _State, host: str | None, port: int | None, no_scheduler: bool, slack_socket_mode: bool
+) -> None:
+    """Serve the web chat (and Slack when SLACK_* credentials are set), syncing on schedule
+    in-process."""
     from bot.web import run_server
 
     cfg = state.config
@@ -308,6 +317,7 @@ def serve(state: _State, host: str | None, port: int | None, no_scheduler: bool)
         host or cfg.server.host,
         cfg.server.port if port is None else port,
         scheduler=not no_scheduler,
+        slack_socket_mode=slack_socket_mode,
     )
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from bot.answering import QuestionError, Requester
 from bot.feedback import FeedbackError, UnknownQuery
 from bot.runtime import Runtime
+from bot.teams import mount_teams
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -37,6 +38,7 @@ def create_app(runtime: Runtime) -> web.Application:
             web.post("/api/feedback", api_feedback),
         ]
     )
+    mount_teams(app, runtime)
     return app
 
 
@@ -143,9 +145,17 @@ def _user(body: dict[str, Any]) -> str | None:
     return user[:255] if isinstance(user, str) and user.strip() else None
 
 
-def run_server(runtime: Runtime, host: str, port: int, *, scheduler: bool = True) -> None:
+def run_server(
+    runtime: Runtime,
+    host: str,
+    port: int,
+    *,
+    scheduler: bool = True,
+    slack_socket_mode: bool = False,
+) -> None:
     """Serve until interrupted. In the embedded default the scheduler runs in this process,
-    so it is the one writer of the Chroma store on disk."""
+    so it is the one writer of the Chroma store on disk. Slack is served too when its
+    credentials are in the environment (``bot.slack.mount``)."""
     sched = None
     if scheduler:
         from indexer.scheduler import build_scheduler
@@ -154,6 +164,9 @@ def run_server(runtime: Runtime, host: str, port: int, *, scheduler: bool = True
         sched.start()
     runtime.embedder  # noqa: B018 - load the model before the first question, not during it
     app = create_app(runtime)
+    from bot.slack import mount as mount_slack
+
+    mount_slack(app, runtime, socket_mode=slack_socket_mode)
     if sched is not None:
 
         async def stop_scheduler(_app: web.Application) -> None:

@@ -138,6 +138,94 @@ class ServerConfig(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+_AUDIENCE = r"^[A-Za-z0-9_.-]+$"
+
+
+def _audience_names(names: list[str], where: str) -> list[str]:
+    bad = [n for n in names if not re.match(_AUDIENCE, n)]
+    if bad:
+        raise ValueError(
+            f"{where}: {', '.join(map(repr, bad))} is not an audience name "
+            "(letters, digits, '_', '.', '-', as in a connector's audience)"
+        )
+    return names
+
+
+class SlackConfig(_Section):
+    """Where the Slack Web API is, and which audiences each Slack channel may read."""
+
+    api_base_url: str = Field(
+        default="https://slack.com/api/", pattern=r"^https?://", description="the Web API base"
+    )
+    channels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Slack channel id -> audiences its questions may read ('public' always)",
+    )
+    dm_audiences: list[str] = Field(
+        default_factory=list, description="audiences of direct messages; default: public only"
+    )
+    escalation_channel: str | None = Field(
+        default=None, description="named in abstentions, e.g. '#ask-sre' or a channel id"
+    )
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_audiences(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for channel, audiences in v.items():
+            _audience_names(audiences, f"channels.{channel}")
+        return v
+
+    @field_validator("dm_audiences")
+    @classmethod
+    def _dm_audiences(cls, v: list[str]) -> list[str]:
+        return _audience_names(v, "dm_audiences")
+
+
+class TeamsConfig(_Section):
+    """Which audiences each Teams place may read, and how answers are delivered there."""
+
+    channels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Teams channel id, or team id / team group id meaning all of its channels "
+        "-> audiences its questions may read ('public' always)",
+    )
+    chat_audiences: list[str] = Field(
+        default_factory=list, description="audiences of 1:1 and group chats; default: public only"
+    )
+    escalation_channel: str | None = Field(
+        default=None, description="named in abstentions, e.g. 'the SRE team's Help channel'"
+    )
+    working_after_s: float = Field(
+        default=5,
+        ge=0,
+        le=10,
+        description="an answer slower than this is preceded by a 'working on it' message that "
+        "is then updated (Teams gives a bot 15 s)",
+    )
+    feedback_loop: bool = Field(
+        default=True,
+        description="Teams' built-in 👍/👎 on answers; false: 👍/👎 buttons on the card",
+    )
+    openid_metadata_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="where the Bot Framework's token signing keys are published; "
+        "default: the public cloud's (override for tests or another cloud)",
+    )
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_audiences(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for place, audiences in v.items():
+            _audience_names(audiences, f"teams.channels.{place}")
+        return v
+
+    @field_validator("chat_audiences")
+    @classmethod
+    def _chat_audiences(cls, v: list[str]) -> list[str]:
+        return _audience_names(v, "teams.chat_audiences")
+
+
 class KbotConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -145,6 +233,8 @@ class KbotConfig(_Section):
     answering: AnsweringConfig = Field(default_factory=AnsweringConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    slack: SlackConfig = Field(default_factory=SlackConfig)
+    teams: TeamsConfig = Field(default_factory=TeamsConfig)
     connectors: list[ConnectorConfig] = Field(default_factory=list)
     # Where this config was read from, for messages.
     source: str = Field(default="<memory>", exclude=True)

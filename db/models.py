@@ -123,3 +123,14 @@ class Feedback(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PlatformEvent(Base):
+    """A chat platform event already handled, so the platform's retries of it are dropped."""
+
+    __tablename__ = "platform_events"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The platform's id for what was asked, e.g. Slack's "<team>:<channel>:<message ts>".
+    event_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

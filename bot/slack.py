@@ -1,0 +1,394 @@
+"""Slack: answers @-mentions and DMs in their thread, with cited sources and 👍/👎.
+
+A thin adapter over slack-bolt's ``AsyncApp``: it turns a Slack event into
+``runtime.answering.ask()`` and renders the ``Answer`` as Block Kit (``bot.slack_blocks``).
+It is served at ``/slack/events`` on the web chat's aiohttp server (HTTP mode), or over a
+WebSocket (Socket Mode, ``kbot serve --slack-socket-mode``).
+
+Every listener returns at once: bolt acknowledges the request when it does (Slack wants an
+answer within 3 s), and the slow work (the answer, Slack API calls) runs in a background
+task that the adapter keeps track of, so shutdown can let it finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import slack_blocks as kit
+from bot.answering import Answer, QuestionError, Requester
+from bot.deliveries import Deliveries
+from bot.feedback import FeedbackError
+from bot.runtime import Runtime
+from config import ConfigError
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+EVENTS_PATH = "/slack/events"
+# Slack's own events are far smaller; the web chat's 64 KiB limit is too tight for a long
+# message, whose text Slack sends twice (as text and as rich-text blocks).
+MAX_BODY = 1024 * 1024
+# A ratelimited call is retried after the Retry-After Slack sends, this many times.
+RATE_LIMIT_RETRIES = 2
+WORKING_REACTION = "eyes"
+# How long a stopping server waits for answers still being written.
+DRAIN_SECONDS = 20.0
+INTERNAL_ERROR = (
+    "Sorry, something went wrong on my side while answering; the details are in kbot's log. "
+    "Please try again in a few minutes."
+)
+# Message subtypes that carry a person's new question; every other subtype (edits,
+# deletions, joins, bot messages) is not a question.
+QUESTION_SUBTYPES = {None, "file_share", "thread_broadcast"}
+
+_LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
+
+
+class SlackSetupError(ConfigError):
+    """Slack cannot be served as asked (credentials missing from the environment)."""
+
+
+@dataclass(frozen=True)
+class SlackCredentials:
+    """Slack's secrets, from the environment under Slack's conventional names."""
+
+    signing_secret: str | None = None
+    bot_token: str | None = None
+    app_token: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SlackCredentials:
+        env = os.environ if env is None else env
+        return cls(
+            env.get("SLACK_SIGNING_SECRET") or None,
+            env.get("SLACK_BOT_TOKEN") or None,
+            env.get("SLACK_APP_TOKEN") or None,
+        )
+
+    def missing(self, socket_mode: bool) -> list[str]:
+        """The environment variables the chosen mode still needs."""
+        needed = {"SLACK_BOT_TOKEN": self.bot_token}
+        if socket_mode:
+            needed["SLACK_APP_TOKEN"] = self.app_token
+        else:
+            needed["SLACK_SIGNING_SECRET"] = self.signing_secret
+        return [name for name, value in needed.items() if not value]
+
+
+def question_text(text: str, bot_user_id: str | None) -> str:
+    """The question in a Slack message: the bot's mention removed, Slack's link syntax
+    (``<url|label>``, ``<#C1|name>``, ``<@U1>``) turned back into words, entities unescaped."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", " ", text)
+
+    def words(m: re.Match[str]) -> str:
+        target, label = m.group(1), m.group(2)
+        if target.startswith("#"):
+            return f"#{label}" if label else target
+        if target.startswith("@"):
+            return f"@{label}" if label else target
+        if target.startswith("!"):
+            return f"@{label or target[1:]}"
+        return label or target.removeprefix("mailto:")
+
+    text = _LINK.sub(words, text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+class SlackAdapter:
+    """The bolt app and its listeners, over one runtime's answering and feedback services."""
+
+    def __init__(
+        self, runtime: Runtime, credentials: SlackCredentials, *, socket_mode: bool = False
+    ):
+        self.runtime = runtime
+        self.config = runtime.config.slack
+        self.credentials = credentials
+        self.socket_mode = socket_mode
+        self.deliveries = Deliveries(runtime.db)
+        self.client = AsyncWebClient(
+            token=credentials.bot_token,
+            base_url=self.config.api_base_url,
+            logger=log,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            ],
+        )
+        self.app = AsyncApp(
+            name="kbot",
+            logger=log,
+            client=self.client,
+            signing_secret=credentials.signing_secret or "",
+            # Socket Mode messages arrive over an authenticated WebSocket and are not signed.
+            request_verification_enabled=not socket_mode,
+            # Listeners only start background work, so bolt may wait for them before it
+            # acknowledges: by then every task is registered (see ``drain``).
+            process_before_response=True,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._socket_handler: Any = None
+        self._socket_task: asyncio.Task[None] | None = None
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.action(kit.VOTE_UP)(self._on_vote)
+        self.app.action(kit.VOTE_DOWN)(self._on_vote)
+        # Registered last: bolt runs the first listener that matches.
+        self.app.action(re.compile(".*"))(self._on_unknown_action)
+        self.app.view(kit.REASON_VIEW)(self._on_reason)
+
+    # -- the HTTP endpoint and the Socket Mode connection -------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """``POST /slack/events``: events, interactivity and url_verification."""
+        try:
+            body = await _read_body(request, MAX_BODY)
+        except _TooLarge:
+            return web.json_response({"error": "request body too large"}, status=413)
+        bolt_request = AsyncBoltRequest(
+            body=body, query=request.query_string, headers=dict(request.headers)
+        )
+        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+
+    async def start_socket_mode(self, _app: web.Application | None = None) -> None:
+        """Connect to Slack over Socket Mode with the app-level token."""
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(
+            self.app, self.credentials.app_token, logger=log, web_client=self.client
+        )
+        self._socket_handler = handler
+        # The client retries until Slack accepts the connection, logging each failure;
+        # the web chat is served meanwhile instead of waiting for it.
+        self._socket_task = asyncio.get_running_loop().create_task(handler.connect_async())
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        """Let answers in flight finish (up to ``DRAIN_SECONDS``), then disconnect."""
+        try:
+            await asyncio.wait_for(self.drain(), DRAIN_SECONDS)
+        except TimeoutError:
+            log.warning("stopping with %d Slack answer(s) unfinished", len(self._tasks))
+        if self._socket_task is not None:
+            self._socket_task.cancel()
+        if self._socket_handler is not None:
+            await self._socket_handler.close_async()
+
+    async def drain(self) -> None:
+        """Wait until every background task started so far (and any they start) is done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- questions ----------------------------------------------------------------------
+
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
+        self._spawn(self._answer(body, event, context.bot_user_id, dm=False))
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
+        if event.get("channel_type") != "im":
+            return  # channel messages come as app_mention; the app does not read the rest
+        if event.get("subtype") not in QUESTION_SUBTYPES or event.get("bot_id"):
+            # An edit is not answered again (the original was answered); other bots are
+            # never answered, so two bots cannot talk to each other forever.
+            log.debug("Slack DM %s ignored (subtype %s)", event.get("ts"), event.get("subtype"))
+            return
+        self._spawn(self._answer(body, event, context.bot_user_id, dm=True))
+
+    def audiences(self, channel: str, dm: bool) -> frozenset[str]:
+        """The audiences a Slack conversation may read (``public`` is added by retrieval)."""
+        names = self.config.dm_audiences if dm else self.config.channels.get(channel, [])
+        return frozenset(names)
+
+    async def _answer(
+        self, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None, dm: bool
+    ) -> None:
+        channel, ts, user = event.get("channel", ""), event.get("ts", ""), event.get("user")
+        try:
+            # One question is one message: Slack's retries of its event (same event_id)
+            # name the same message, and are dropped here, even after a restart.
+            key = f"{body.get('team_id', '')}:{channel}:{ts}"
+            if not await asyncio.to_thread(self.deliveries.claim, PLATFORM, key):
+                log.info("Slack event %s for %s is a retry; already answered", _id(body), key)
+                return
+            thread_ts = event.get("thread_ts") or ts
+            await self._call("reactions.add", channel=channel, timestamp=ts, name=WORKING_REACTION)
+            requester = Requester(PLATFORM, channel, user, self.audiences(channel, dm))
+            question = question_text(event.get("text") or "", bot_user_id)
+            try:
+                answer = await asyncio.to_thread(self.runtime.answering.ask, question, requester)
+            except QuestionError as e:
+                log.info("Slack question from %s in %s refused: %s", user, channel, e)
+                await self._post(channel, thread_ts, str(e))
+            except Exception:
+                # The server log keeps the question that could not be answered.
+                log.exception("answering failed for %s in %s: %r", user, channel, question)
+                await self._post(channel, thread_ts, INTERNAL_ERROR)
+            else:
+                await self._post_answer(channel, thread_ts, answer)
+            await self._call(
+                "reactions.remove", channel=channel, timestamp=ts, name=WORKING_REACTION
+            )
+        except Exception:
+            log.exception("Slack event %s in %s failed", _id(body), channel)
+
+    async def _post_answer(self, channel: str, thread_ts: str, answer: Answer) -> None:
+        fallback = kit.fallback_text(answer.text)
+        for blocks in kit.answer_messages(answer, self.config.escalation_channel):
+            if not await self._post(channel, thread_ts, fallback, blocks):
+                log.warning("answer %s was not delivered to Slack", answer.query_id)
+                return
+
+    async def _post(
+        self, channel: str, thread_ts: str, text: str, blocks: list[kit.Block] | None = None
+    ) -> bool:
+        reply = await self._call(
+            "chat.postMessage",
+            channel=channel,
+            thread_ts=thread_ts,
+            text=text,
+            blocks=blocks
+            or [{"type": "section", "text": {"type": "mrkdwn", "text": kit.escape(text)}}],
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        return reply is not None
+
+    async def _call(self, method: str, **params: Any) -> Any:
+        """A Web API call; a Slack error is logged and gives None instead of raising."""
+        try:
+            return await self.client.api_call(method, json=params)
+        except SlackApiError as e:
+            error = e.response.get("error") if e.response is not None else None
+            retry_after = e.response.headers.get("Retry-After") if e.response is not None else None
+            hint = f" (retry after {retry_after} s)" if retry_after else ""
+            log.warning("Slack %s failed: %s%s", method, error or e, hint)
+        except (SlackClientError, OSError, TimeoutError) as e:
+            log.warning("Slack %s failed: %s", method, e)
+        return None
+
+    # -- feedback -----------------------------------------------------------------------
+
+    async def _on_vote(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        vote = "up" if action.get("action_id") == kit.VOTE_UP else "down"
+        self._spawn(self._vote(body, action.get("value") or "", vote))
+
+    async def _vote(self, body: dict[str, Any], query_id: str, vote: str) -> None:
+        user = body.get("user", {}).get("id", "")
+        channel = body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id")
+        message = body.get("message") or {}
+        try:
+            if vote == "down" and body.get("trigger_id"):
+                # The trigger expires 3 s after the click: open the modal before anything else.
+                view = kit.reason_modal(query_id, channel or "", message.get("ts", ""))
+                await self._call("views.open", trigger_id=body["trigger_id"], view=view)
+            if await self._record(query_id, vote, user, None) and channel and message:
+                await self._call(
+                    "chat.update",
+                    channel=channel,
+                    ts=message.get("ts"),
+                    text=message.get("text", ""),
+                    blocks=kit.with_feedback_note(message.get("blocks", []), vote, user),
+                )
+        except Exception:
+            log.exception("Slack vote on %s failed", query_id)
+
+    async def _on_reason(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        await ack()  # closes the modal
+        meta, reason = kit.reason_from_view(view)
+        user = body.get("user", {}).get("id", "")
+        self._spawn(self._reason(meta.get("query_id", ""), user, reason))
+
+    async def _reason(self, query_id: str, user: str, reason: str | None) -> None:
+        try:
+            await self._record(query_id, "down", user, reason)
+        except Exception:
+            log.exception("Slack feedback reason on %s failed", query_id)
+
+    async def _record(self, query_id: str, vote: str, user: str, reason: str | None) -> bool:
+        try:
+            await asyncio.to_thread(
+                self.runtime.feedback.record, query_id, vote, user=user, reason=reason
+            )
+        except FeedbackError as e:
+            log.warning("Slack feedback from %s not recorded: %s", user, e)
+            return False
+        return True
+
+    async def _on_unknown_action(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        ids = [a.get("action_id") for a in body.get("actions", [])]
+        log.warning("Slack action %s is not one of kbot's; ignored", ids)
+
+
+def _id(body: dict[str, Any]) -> str:
+    return str(body.get("event_id", "?"))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.Request, limit: int) -> str:
+    """The raw body (bolt checks the signature over exactly these bytes), at most ``limit``."""
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise _TooLarge
+    return data.decode("utf-8")
+
+
+def mount(
+    app: web.Application,
+    runtime: Runtime,
+    *,
+    socket_mode: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> SlackAdapter | None:
+    """Serve Slack from ``app`` when its credentials are in the environment.
+
+    HTTP mode adds ``POST /slack/events``; Socket Mode connects when the app starts.
+    Without credentials Slack is off (one log line says why); with ``socket_mode`` that is
+    an error, since it was asked for explicitly.
+    """
+    credentials = SlackCredentials.from_env(env)
+    missing = credentials.missing(socket_mode)
+    if missing:
+        if socket_mode:
+            raise SlackSetupError(
+                f"--slack-socket-mode needs {' and '.join(missing)} in the environment "
+                "(the app-level token xapp-... and the bot token xoxb-...)"
+            )
+        log.info("Slack is off: set %s to serve %s", " and ".join(missing), EVENTS_PATH)
+        return None
+    adapter = SlackAdapter(runtime, credentials, socket_mode=socket_mode)
+    if socket_mode:
+        app.on_startup.append(adapter.start_socket_mode)
+        log.info("Slack: Socket Mode")
+    else:
+        app.router.add_post(EVENTS_PATH, adapter.handle)
+        log.info("Slack: events at %s", EVENTS_PATH)
+    app.on_shutdown.append(adapter.close)
+    return adapter
