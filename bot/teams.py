@@ -48,6 +48,7 @@ from botframework.connector.auth import AuthenticateRequestResult, Authenticatio
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from bot.answering import Answer, QuestionError, Requester
+from bot.deliveries import Deliveries
 from bot.feedback import FeedbackError, UnknownQuery
 from bot.runtime import Runtime
 from bot.teams_cards import (
@@ -195,6 +196,7 @@ class TeamsBot(TeamsActivityHandler):
         self.config: TeamsConfig = runtime.config.teams
         self.adapter = adapter
         self._answers: OrderedDict[str, str] = OrderedDict()
+        self.deliveries = Deliveries(runtime.db)
         # Answers finished after their turn ended; kept so they are not garbage-collected.
         self._later: set[asyncio.Task[None]] = set()
 
@@ -224,6 +226,11 @@ class TeamsBot(TeamsActivityHandler):
             question = self.runtime.answering.validate(question)
         except QuestionError as e:
             await self._reply(turn_context, str(e))
+            return
+        # The Bot Connector redelivers an activity it thinks was lost; answer it once.
+        key = f"{activity.conversation.id}:{activity.id}"
+        if not await asyncio.to_thread(self.deliveries.claim, PLATFORM, key):
+            log.info("Teams: activity %s was already answered; ignoring the redelivery", key)
             return
         # Only a courtesy: not worth a retry's delay before the answer.
         await self._deliver(

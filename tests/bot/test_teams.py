@@ -228,6 +228,16 @@ def test_a_personal_chat_message_is_answered_without_a_mention(bot, connector):
     assert row.channel == "a:1personal-bob"
 
 
+def test_a_redelivered_activity_is_answered_once(bot, connector):
+    activity = teams.personal_message(connector.url, QUEUE_QUESTION, user="rita")
+    assert bot.post(activity).status == 200
+    assert bot.post(activity).status == 200
+    assert len(connector.messages()) == 1
+    # The same text sent again as a new message is a new question.
+    assert bot.post({**activity, "id": activity["id"] + "-2"}).status == 200
+    assert len(connector.messages()) == 2
+
+
 def test_a_group_chat_mention_is_answered(bot, connector):
     activity = teams.group_chat_mention(connector.url, QUEUE_QUESTION, user="gus")
     assert bot.post(activity).status == 200
