@@ -30,6 +30,8 @@ PUBLIC = "public"
 # How many more candidates to fetch when some audiences are hidden from the requester.
 OVERFETCH = 4
 ALL = 10**9
+# A sparse audience set still tries the over-fetch now and then, in case the index changed.
+REPROBE_EVERY = 50
 
 
 def visible_to(audiences: Iterable[str]) -> frozenset[str]:
@@ -54,6 +56,11 @@ class Retriever:
         # a chunk, so narrowing a connector's audience in config takes effect at once,
         # not at its next sync.
         self.connector_audiences = dict(connector_audiences or {})
+        # The share of the nearest chunks each audience set was found to see, learnt from
+        # its searches. Where it is too small for the over-fetch to pay, the filtered
+        # query runs at once, and keyword search fetches enough to keep ``n``.
+        self._share: dict[frozenset[str], float] = {}
+        self._searches = 0
 
     def _keywords(
         self, question: str, n: int, fetch: int, audiences: frozenset[str]
@@ -67,6 +74,9 @@ class Retriever:
             return self.connector_audiences.get(connector, PUBLIC) in audiences
 
         assert self.lexical is not None
+        share = self._share.get(audiences, 1.0)
+        if share < 1 / OVERFETCH:
+            fetch = min(ALL, int(n / max(share, 1e-3) * 2))
         raw = self.lexical.search(question, fetch)
         hits = [(cid, s) for cid, s in raw if may_see(cid)]
         if len(hits) < n and len(raw) == fetch > n:
@@ -97,10 +107,17 @@ class Retriever:
 
         dense: list[ScoredChunk] = []
         if mode != "lexical":
-            raw = store.query(vector, fetch)
-            dense = visible(raw)
-            if len(dense) < n and len(raw) == fetch:
+            self._searches += 1
+            sparse = self._share.get(audiences, 1.0) < 1 / OVERFETCH
+            if restricted and sparse and self._searches % REPROBE_EVERY:
                 dense = visible(store.query(vector, n, audiences=audiences))
+            else:
+                raw = store.query(vector, fetch)
+                dense = visible(raw)
+                if restricted and len(raw) == fetch:
+                    self._share[audiences] = len(dense) / fetch
+                if len(dense) < n and len(raw) == fetch:
+                    dense = visible(store.query(vector, n, audiences=audiences))
             dense = dense[:n]
         if mode == "dense":
             return dense[:k]

@@ -118,9 +118,11 @@ def test_visible_chunks_are_found_when_hidden_ones_crowd_the_top(tmp_path, runti
     }
     rt = build(tmp_path, runtime_factory, "sre", **crowd)
     rt.config.retrieval.mode = mode
-    hits = rt.answering.retriever.search(QUESTION, 5, frozenset())
-    assert hits, mode
-    assert {h.chunk.connector for h in hits} == {"wiki"}
+    # The second search knows the requester sees little of the index and filters at once.
+    for _ in range(2):
+        hits = rt.answering.retriever.search(QUESTION, 5, frozenset())
+        assert hits, mode
+        assert {h.chunk.connector for h in hits} == {"wiki"}
 
 
 def test_a_name_only_restricted_documents_mention_looks_unknown_outside(tmp_path, runtime_factory):
