@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.extractive import idf_from, select_passage, tidy_headings
 from bot.retrieval import PUBLIC, Retriever, visible_to
@@ -20,6 +20,9 @@ from db.models import QueryRecord, utcnow
 from indexer.chunking import Chunk
 from indexer.store import ScoredChunk, StoreError
 from indexer.text import identifiers, search_terms, stem
+
+if TYPE_CHECKING:
+    from bot.generation import Generator
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,38 @@ class Citation:
     heading: str = ""
     chunk_id: str = ""
 
+    @classmethod
+    def of(cls, chunk: Chunk, n: int) -> Citation:
+        """Citation ``n``, to the document ``chunk`` came from."""
+        return cls(
+            n=n,
+            title=chunk.title,
+            url=chunk.url,
+            connector=chunk.connector,
+            path=chunk.doc_id,
+            heading=chunk.heading,
+            chunk_id=chunk.id,
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one model call consumed; ``cost_usd`` is None when the model has no known price."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
 
 @dataclass
 class Answer:
@@ -79,6 +114,13 @@ class Answer:
     # The chunks given to the answerer, in the order it was given them.
     context: list[Chunk] = field(default_factory=list)
     error: str | None = None  # a dependency that failed, said plainly
+    # With an ``llm:``: the model consulted, why its answer was not shown (a short code),
+    # what its call consumed (None when no call was made), and the prompt sent.
+    model: str | None = None
+    fallback_reason: str | None = None
+    usage: Usage | None = None
+    prompt: str | None = None
+    cache_hit: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -92,16 +134,28 @@ class Answer:
             ],
             "latency_ms": self.latency_ms,
             "error": self.error,
+            "generated": self.mode == "generated",
+            "fallback_reason": self.fallback_reason,
+            "usage": self.usage.as_json() if self.usage else None,
         }
 
 
 class AnsweringService:
     """Answers questions from the index and records every one in the query log."""
 
-    def __init__(self, config: AnsweringConfig, retriever: Retriever, db: Database):
+    def __init__(
+        self,
+        config: AnsweringConfig,
+        retriever: Retriever,
+        db: Database,
+        generator: Generator | None = None,
+    ):
         self.config = config
         self.retriever = retriever
         self.db = db
+        # Without one, answers are extractive; with one, the extractive answer is what the
+        # bot falls back to whenever the model's answer cannot be shown.
+        self.generator = generator
 
     def validate(self, question: str) -> str:
         q = " ".join((question or "").split())
@@ -140,8 +194,12 @@ class AnsweringService:
         answer.latency_ms = {
             "retrieve": round((t1 - t0) * 1000, 1),
             "answer": round((t2 - t1) * 1000, 1),
-            "total": round((t2 - t0) * 1000, 1),
         }
+        # An abstention or a failed search is not worth a model call: there is nothing
+        # confident to ground a generated answer on.
+        if self.generator is not None and not answer.abstained and not error:
+            answer = self.generator.answer(q, answer, requester.audiences)
+        answer.latency_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
         self._log(answer, requester)
         return answer
 
@@ -179,7 +237,9 @@ class AnsweringService:
         # searched, so the reply reveals nothing about other audiences' documents.
         unknown = _unknown_names(question, hits)
         if not ranked or confidence < self.config.min_score or unknown:
-            cites = [_citation(i, h) for i, h in enumerate(ranked[: self.config.max_sources], 1)]
+            cites = [
+                Citation.of(h.chunk, i) for i, h in enumerate(ranked[: self.config.max_sources], 1)
+            ]
             text = ABSTAIN_TEXT
             if unknown and ranked:
                 names = ", ".join(f"`{n}`" for n in unknown)
@@ -203,7 +263,7 @@ class AnsweringService:
             paths = {p for c in own for p in c.heading_path}
             lead = "From" if i == 1 else "Also see"
             parts.append(f"{lead} **{label}** [{i}]:\n\n{tidy_headings(passage, paths)}")
-        cites = [_citation(i, h) for i, h in enumerate(chosen, 1)]
+        cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
         context = _context(question, hits, chosen, ranked, idf)
         return Answer(
             qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved, context=context
@@ -222,6 +282,14 @@ class AnsweringService:
             citations=[asdict(c) for c in answer.citations],
             retrieved=answer.retrieved,
             latency_ms=answer.latency_ms,
+            mode=answer.mode,
+            model=answer.model,
+            input_tokens=answer.usage.input_tokens if answer.usage else None,
+            output_tokens=answer.usage.output_tokens if answer.usage else None,
+            cached_tokens=answer.usage.cached_tokens if answer.usage else None,
+            cost_usd=answer.usage.cost_usd if answer.usage else None,
+            fallback_reason=answer.fallback_reason,
+            prompt=answer.prompt,
         )
         with self.db.session() as s:
             s.add(record)
@@ -265,16 +333,3 @@ def _context(
         out.append(replace(h.chunk, text=text))
     covered = {(c.connector, c.doc_id) for c in out}
     return out + [h.chunk for h in hits if (h.chunk.connector, h.chunk.doc_id) not in covered]
-
-
-def _citation(n: int, h: ScoredChunk) -> Citation:
-    c = h.chunk
-    return Citation(
-        n=n,
-        title=c.title,
-        url=c.url,
-        connector=c.connector,
-        path=c.doc_id,
-        heading=c.heading,
-        chunk_id=c.id,
-    )

@@ -196,6 +196,41 @@ def ask(state: _State, question: str, as_json: bool, audiences: tuple[str, ...])
     )
 
 
+@cli.command()
+@click.option(
+    "--requests-per-day",
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="N",
+    help="Expected questions per day.",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="M",
+    help="Price this model (repeatable). Default: the configured one and every model with a "
+    "built-in price, side by side.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the projection as JSON.")
+@click.pass_obj
+def cost(state: _State, requests_per_day: int, models: tuple[str, ...], as_json: bool) -> None:
+    """Project the monthly cost of generated answers at p50 and p95 tokens per request, from
+    the model calls in the query log (real traffic, else a `kbot eval` run with an llm:)."""
+    from bot.cost import CostError, format_projection, logged_calls, project
+
+    try:
+        result = project(
+            state.config, logged_calls(state.runtime().db), requests_per_day, list(models)
+        )
+    except CostError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_projection(result))
+
+
 @cli.command("eval")
 @click.option(
     "--questions",
@@ -228,6 +263,12 @@ def ask(state: _State, question: str, as_json: bool, audiences: tuple[str, ...])
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where the per-question report goes (default: <data_dir>/eval-report.jsonl).",
 )
+@click.option(
+    "--extractive",
+    is_flag=True,
+    help="Evaluate the config without its llm: (the extractive answerer), e.g. to --compare "
+    "it with the same config's model on quality, latency and cost.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the measures as JSON.")
 @click.pass_obj
 def eval_command(
@@ -236,6 +277,7 @@ def eval_command(
     config_path: str | None,
     compare_path: Path | None,
     report_path: Path | None,
+    extractive: bool,
     as_json: bool,
 ) -> None:
     """Measure retrieval and answer quality on a file of questions with known answers."""
@@ -255,14 +297,18 @@ def eval_command(
 
     if config_path is not None:
         state.config_path = config_path  # nothing is loaded yet, so this takes effect
+    if extractive:
+        state._config = state.config.model_copy(update={"llm": None})
 
     # tqdm hides itself when stderr is not a terminal.
     bar = functools.partial(tqdm, unit="q", file=sys.stderr, disable=None, leave=False)
     try:
         questions = load_questions(questions_path)
         runs = [(state.config.source, run(state.runtime(), bar(questions, desc="eval base")))]
+        llm = [state.config.llm is not None]
         if compare_path is not None:
             other = Runtime(load_config(compare_path))
+            llm.append(other.config.llm is not None)
             try:
                 runs.append((other.config.source, run(other, bar(questions, desc="eval other"))))
             finally:
@@ -270,7 +316,7 @@ def eval_command(
     except EvalError as e:
         raise click.ClickException(str(e)) from None
 
-    results = [summarize(outcomes) for _, outcomes in runs]
+    results = [summarize(outcomes, m) for (_, outcomes), m in zip(runs, llm, strict=True)]
     report = report_path or state.config.storage.data_dir / "eval-report.jsonl"
     write_report(report, runs)
     if len(results) == 2:

@@ -158,6 +158,12 @@ class Outcome:
     cited: tuple[str, ...]
     abstained: bool
     latency_ms: float
+    # With an ``llm:``: the model consulted (None when it was not, e.g. on an abstention),
+    # whether its answer was shown, why not, and what the call cost.
+    model: str | None = None
+    generated: bool = False
+    fallback_reason: str | None = None
+    cost_usd: float | None = None
 
     @classmethod
     def judge(cls, question: Question, answer: Answer) -> Outcome:
@@ -177,6 +183,10 @@ class Outcome:
             cited=tuple(c.path for c in answer.citations),
             abstained=answer.abstained,
             latency_ms=float(answer.latency_ms.get("total", 0.0)),
+            model=answer.model,
+            generated=answer.mode == "generated",
+            fallback_reason=answer.fallback_reason,
+            cost_usd=answer.usage.cost_usd if answer.usage else None,
         )
 
     @property
@@ -255,6 +265,15 @@ class Outcome:
             "context_chars": self.context_chars,
             "answer_chars": self.answer_chars,
             "latency_ms": self.latency_ms,
+            **(
+                {
+                    "generated": self.generated,
+                    "fallback_reason": self.fallback_reason,
+                    "cost_usd": self.cost_usd,
+                }
+                if self.model
+                else {}
+            ),
         }
 
 
@@ -284,8 +303,11 @@ def run(runtime: Runtime, questions: Iterable[Question]) -> list[Outcome]:
     return evaluate(questions, lambda q: service.ask(q, requester))
 
 
-def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
-    """The measures overall and per kind, plus ``n``. A measure with no questions is None."""
+def summarize(outcomes: list[Outcome], llm: bool = False) -> dict[str, Any]:
+    """The measures overall and per kind, plus ``n``. A measure with no questions is None.
+
+    ``llm`` (the run had an ``llm:``) adds the share of answers the model wrote
+    (``generated``) and what its calls cost (``cost_usd``: total and per question)."""
     result = _measures(outcomes)
     result["per_kind"] = {
         kind: {**_measures(group), "n": len(group)}
@@ -293,6 +315,13 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         if (group := [o for o in outcomes if o.question.kind == kind])
     }
     result["n"] = len(outcomes)
+    if llm:
+        total = sum(o.cost_usd or 0.0 for o in outcomes)
+        result["generated"] = _round("generated", _mean([float(o.generated) for o in outcomes]))
+        result["cost_usd"] = {
+            "total": round(total, 6),
+            "per_question": round(total / len(outcomes), 8) if outcomes else None,
+        }
     return result
 
 
@@ -406,7 +435,26 @@ def format_result(result: dict[str, Any]) -> str:
         [label] + [_cell(label, col[i][1]) for col in columns]
         for i, (label, _) in enumerate(columns[0])
     ]
+    body += [[label, _llm_cell(label, v)] + [""] * len(kinds) for label, v in _llm_rows(result)]
     return _table(["measure", "all", *kinds], body)
+
+
+def _llm_rows(result: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """The rows an LLM-mode run adds (none for an extractive run)."""
+    if "generated" not in result:
+        return []
+    cost = result["cost_usd"]
+    return [
+        ("generated", result["generated"]),
+        ("cost_usd total", cost["total"]),
+        ("cost_usd per question", cost["per_question"]),
+    ]
+
+
+def _llm_cell(label: str, value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:{'+' if signed else ''}.{6 if label.startswith('cost') else 3}f}"
 
 
 def format_comparison(base: dict[str, Any], other: dict[str, Any], diff: dict[str, Any]) -> str:
@@ -417,6 +465,15 @@ def format_comparison(base: dict[str, Any], other: dict[str, Any], diff: dict[st
         body.append(
             [label, _cell(label, b), _cell(label, o), _cell(label, diff_rows[label], signed=True)]
         )
+    # Cost and the generated share, when either run had an llm: (an extractive run's are 0).
+    if "generated" in base or "generated" in other:
+        zero = [("generated", 0.0), ("cost_usd total", 0.0), ("cost_usd per question", 0.0)]
+        llm_base = _llm_rows(base) or zero
+        for (label, b), (_, o) in zip(llm_base, _llm_rows(other) or zero, strict=True):
+            d = None if b is None or o is None else o - b
+            body.append(
+                [label, _llm_cell(label, b), _llm_cell(label, o), _llm_cell(label, d, signed=True)]
+            )
     return _table(["measure", "base", "other", "diff"], body)
 
 

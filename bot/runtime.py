@@ -64,7 +64,12 @@ class Runtime:
             self.embedder,
             {c.name: c.audience for c in self.config.connectors},
         )
-        return AnsweringService(self.config.answering, retriever, self.db)
+        generator = None
+        if self.config.llm is not None:
+            from bot.generation import Generator, index_version
+
+            generator = Generator(self.config.llm, lambda: index_version(self.db, self.lexical))
+        return AnsweringService(self.config.answering, retriever, self.db, generator)
 
     @property
     def all_audiences(self) -> frozenset[str]:

@@ -226,6 +226,105 @@ class TeamsConfig(_Section):
         return _audience_names(v, "teams.chat_audiences")
 
 
+class ModelPrice(_Section):
+    """What a model costs, in USD per million tokens."""
+
+    input: float = Field(ge=0, description="USD per million input tokens")
+    output: float = Field(ge=0, description="USD per million output tokens")
+    cached: float | None = Field(
+        default=None, ge=0, description="USD per million cached input tokens; default: input"
+    )
+
+
+# List prices of common hosted models (USD per million tokens), used when ``llm.prices``
+# does not name the model. A model is matched by its longest listed prefix, so dated
+# snapshots ("gpt-4o-mini-2024-07-18") take their family's price.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    name: ModelPrice(input=i, output=o, cached=c)
+    for name, (i, o, c) in {
+        "gpt-4o-mini": (0.15, 0.60, 0.075),
+        "gpt-4o": (2.50, 10.00, 1.25),
+        "gpt-4.1-nano": (0.10, 0.40, 0.025),
+        "gpt-4.1-mini": (0.40, 1.60, 0.10),
+        "gpt-4.1": (2.00, 8.00, 0.50),
+        "o4-mini": (1.10, 4.40, 0.275),
+        "claude-3-5-haiku": (0.80, 4.00, 0.08),
+        "claude-3-5-sonnet": (3.00, 15.00, 0.30),
+        "claude-3-7-sonnet": (3.00, 15.00, 0.30),
+        "claude-sonnet-4": (3.00, 15.00, 0.30),
+        "claude-haiku-4-5": (1.00, 5.00, 0.10),
+    }.items()
+}
+
+
+def lookup_price(model: str, prices: dict[str, ModelPrice] | None = None) -> ModelPrice | None:
+    """The price of ``model`` from ``prices`` over ``DEFAULT_PRICES``, matched exactly, else
+    by the longest prefix; None when unknown."""
+    name = model.lower()
+    table = {k.lower(): v for k, v in [*DEFAULT_PRICES.items(), *(prices or {}).items()]}
+    if name in table:
+        return table[name]
+    prefixes = [k for k in table if name.startswith(k)]
+    return table[max(prefixes, key=len)] if prefixes else None
+
+
+LLMProvider = Literal["openai", "azure_openai", "anthropic", "ollama", "openai_compatible"]
+
+
+class LLMConfig(_Section):
+    """The chat model that writes generated answers; without it answers are extractive."""
+
+    provider: LLMProvider = Field(
+        description="openai, azure_openai, anthropic, ollama, or openai_compatible (any server "
+        "speaking OpenAI's chat completions at base_url: vLLM, llama.cpp, LM Studio)"
+    )
+    model: str = Field(min_length=1, description="the provider's model name, e.g. gpt-4o-mini")
+    base_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="the API's address; default: provider's"
+    )
+    api_key: str | None = Field(
+        default=None, repr=False, description="write ${ENV_VAR}; never the key itself"
+    )
+    temperature: float = Field(default=0, ge=0, le=2)
+    timeout_s: float = Field(default=20, gt=0, le=600, description="per model call")
+    max_output_tokens: int = Field(default=800, ge=16, le=32768)
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="retries after a rate limit (429) or server error"
+    )
+    retry_max_wait_s: float = Field(
+        default=5, ge=0, le=60, description="the longest wait before one retry (Retry-After)"
+    )
+    breaker_failures: int = Field(
+        default=3, ge=1, le=100, description="consecutive failures that stop calls to the model"
+    )
+    breaker_cooldown_s: float = Field(
+        default=60, gt=0, le=3600, description="how long calls stay stopped before a trial call"
+    )
+    sources: int = Field(
+        default=5, ge=1, le=20, description="retrieved passages given to the model, best first"
+    )
+    cache: bool = Field(
+        default=True,
+        description="serve a repeated question the same generated answer until the index changes",
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="model -> USD per million input/output/cached tokens; overrides the "
+        "built-in list prices",
+    )
+
+    @model_validator(mode="after")
+    def _needs_base_url(self) -> LLMConfig:
+        if self.provider in ("openai_compatible", "azure_openai") and not self.base_url:
+            raise ValueError(f"provider {self.provider!r} needs base_url (the server's address)")
+        return self
+
+    def price(self, model: str | None = None) -> ModelPrice | None:
+        """The price of ``model`` (default: the configured one) from ``prices`` over the
+        built-in list, matched exactly, else by the longest prefix; None when unknown."""
+        return lookup_price(model or self.model, self.prices)
+
+
 class KbotConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -235,6 +334,9 @@ class KbotConfig(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
     teams: TeamsConfig = Field(default_factory=TeamsConfig)
+    llm: LLMConfig | None = Field(
+        default=None, description="a chat model for generated answers; none: extractive"
+    )
     connectors: list[ConnectorConfig] = Field(default_factory=list)
     # Where this config was read from, for messages.
     source: str = Field(default="<memory>", exclude=True)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -106,6 +107,17 @@ class QueryRecord(Base):
     retrieved: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # {"retrieve": ms, "answer": ms, "total": ms}
     latency_ms: Mapped[dict[str, float]] = mapped_column(JSON)
+    # How the answer was made: extractive | generated (None on rows older than migration 0004).
+    mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # With an ``llm:``: the model consulted, what its call used and cost (None when no call
+    # was made, e.g. a cache hit), why its answer was not shown, and the prompt sent.
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cached_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fallback_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Feedback(Base):
@@ -134,3 +146,4 @@ class PlatformEvent(Base):
     # The platform's id for what was asked, e.g. Slack's "<team>:<channel>:<message ts>".
     event_key: Mapped[str] = mapped_column(String(255), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+

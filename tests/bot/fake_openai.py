@@ -1,0 +1,109 @@
+"""A fake OpenAI-compatible model server on 127.0.0.1: ``POST /v1/chat/completions`` speaks
+the chat-completions wire format, replying with a per-test script of steps and recording
+every request body."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.bot.servers import serve
+
+
+@dataclass
+class Step:
+    """One scripted reply: an HTTP status, a body (JSON-encoded unless ``str``), headers, and
+    a delay before replying."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+def completion(
+    content: str,
+    *,
+    finish_reason: str = "stop",
+    prompt_tokens: int = 900,
+    completion_tokens: int = 60,
+    cached_tokens: int = 0,
+    model: str = "gpt-4o-mini-2024-07-18",
+) -> Step:
+    """A successful chat completion, as OpenAI returns it."""
+    return Step(
+        body={
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached_tokens},
+            },
+        }
+    )
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Step:
+    """An API error in OpenAI's error format."""
+    return Step(
+        status=status,
+        body={"error": {"message": message, "type": "server_error", "code": None}},
+        headers=headers or {},
+    )
+
+
+class FakeOpenAI:
+    """Replies with ``script`` in order; the last step repeats once the others are used."""
+
+    def __init__(self) -> None:
+        self.script: list[Step] = []
+        self.requests: list[dict[str, Any]] = []
+        self.url = ""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._complete)
+        return app
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(await request.json())
+        step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if step.delay_s:
+            await asyncio.sleep(step.delay_s)
+        body = step.body if isinstance(step.body, str) else json.dumps(step.body)
+        return web.Response(
+            status=step.status, text=body, content_type="application/json", headers=step.headers
+        )
+
+    def prompt(self, i: int = -1) -> tuple[str, str]:
+        """(system, user) message texts of request ``i``."""
+        messages = self.requests[i]["messages"]
+        return messages[0]["content"], messages[1]["content"]
+
+
+@contextmanager
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A running fake; its ``url`` is the OpenAI base URL (ending in ``/v1``)."""
+    fake = FakeOpenAI()
+    with serve(fake.app()) as url:
+        fake.url = url + "v1"
+        yield fake
