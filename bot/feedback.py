@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from db import Database
-from db.models import Feedback, QueryRecord, utcnow
+from db.models import AnswerMessage, Feedback, QueryRecord, utcnow
 
 VOTES = ("up", "down")
 MAX_REASON_CHARS = 2000
@@ -64,6 +64,22 @@ class FeedbackService:
             else:
                 row.vote, row.reason, row.updated_at = vote, reason, utcnow()
         return Vote(query_id, user, vote, reason, changed)
+
+    def link_message(self, platform: str, message_id: str, query_id: str) -> None:
+        """Remember that ``query_id``'s answer was posted as ``message_id``; the latest
+        answer posted under an id is the one its votes belong to."""
+        with self.db.session() as s:
+            row = s.get(AnswerMessage, (platform, message_id))
+            if row is None:
+                s.add(AnswerMessage(platform=platform, message_id=message_id, query_id=query_id))
+            else:
+                row.query_id = query_id
+
+    def query_of_message(self, platform: str, message_id: str) -> str | None:
+        """The query id whose answer was posted as ``message_id``, if kbot posted it."""
+        with self.db.session() as s:
+            row = s.get(AnswerMessage, (platform, message_id))
+            return row.query_id if row is not None else None
 
     def for_query(self, query_id: str) -> list[Feedback]:
         with self.db.session() as s:

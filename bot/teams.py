@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -81,12 +80,14 @@ MAX_BACKOFF_S = 3.0
 CONNECTOR_TIMEOUT_S = 5
 # The Bot Connector caps an activity at about 256 KB.
 MAX_ACTIVITY_BYTES = 512 * 1024
-# Sent answers whose votes can still arrive through Teams' feedback loop (activity id ->
-# query id). Teams sends only the id of the voted message, so the map is kept in memory:
-# a vote on an answer sent before a restart cannot be matched and is refused.
-REMEMBERED_ANSWERS = 10_000
 _AT_TAG = re.compile(r"</?at[^>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]+>")
+
+
+def _message_key(activity: Activity, message_id: str) -> str:
+    """A message id is unique within its conversation only."""
+    conversation = activity.conversation.id if activity.conversation else ""
+    return f"{conversation}:{message_id}"
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,6 @@ class TeamsBot(TeamsActivityHandler):
         self.runtime = runtime
         self.config: TeamsConfig = runtime.config.teams
         self.adapter = adapter
-        self._answers: OrderedDict[str, str] = OrderedDict()
         self.deliveries = Deliveries(runtime.db)
         # Answers finished after their turn ended; kept so they are not garbage-collected.
         self._later: set[asyncio.Task[None]] = set()
@@ -293,19 +293,21 @@ class TeamsBot(TeamsActivityHandler):
         if update:
             if answer is not None:
                 # Remembered before it shows, so a vote cast the moment it appears is matched.
-                self._remember(update, answer.query_id)
+                await self._remember(context, update, answer.query_id)
             reply.id = update
             await self._deliver("answer", lambda: context.update_activity(reply))
             return
         sent = await self._deliver("answer", lambda: context.send_activity(reply))
         if sent is not None and sent.id and answer is not None:
-            self._remember(sent.id, answer.query_id)
+            await self._remember(context, sent.id, answer.query_id)
 
-    def _remember(self, activity_id: str, query_id: str) -> None:
-        self._answers[activity_id] = query_id
-        self._answers.move_to_end(activity_id)
-        while len(self._answers) > REMEMBERED_ANSWERS:
-            self._answers.popitem(last=False)
+    async def _remember(self, context: TurnContext, activity_id: str, query_id: str) -> None:
+        """Link the posted message to its answer, for votes that name only the message."""
+        key = _message_key(context.activity, activity_id)
+        try:
+            await asyncio.to_thread(self.runtime.feedback.link_message, PLATFORM, key, query_id)
+        except Exception:
+            log.exception("Teams: could not link message %s to its answer", key)
 
     def _question(self, activity: Activity) -> str:
         """The message text without the bot's @-mention or any markup."""
@@ -355,14 +357,17 @@ class TeamsBot(TeamsActivityHandler):
         vote = {"like": "up", "dislike": "down"}.get(action.get("reaction"))
         if vote is None:
             return _invoke(HTTPStatus.BAD_REQUEST, "reaction must be 'like' or 'dislike'")
-        query_id = self._answers.get(activity.reply_to_id or "")
+        query_id = await asyncio.to_thread(
+            self.runtime.feedback.query_of_message,
+            PLATFORM,
+            _message_key(activity, activity.reply_to_id or ""),
+        )
         if query_id is None:
             log.warning(
-                "Teams: a vote on message %s, which is not a known answer (sent "
-                "before a restart?), was not recorded",
+                "Teams: a vote on message %s, which is not an answer of kbot's, was not recorded",
                 activity.reply_to_id,
             )
-            return _invoke(HTTPStatus.NOT_FOUND, "that message is not an answer kbot remembers")
+            return _invoke(HTTPStatus.NOT_FOUND, "that message is not an answer of kbot's")
         return await self._record(activity, query_id, vote, _feedback_text(action.get("feedback")))
 
     async def _card_vote(self, turn_context: TurnContext, value: dict[str, Any]) -> None:

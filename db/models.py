@@ -147,3 +147,17 @@ class PlatformEvent(Base):
     event_key: Mapped[str] = mapped_column(String(255), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
+
+class AnswerMessage(Base):
+    """The chat message an answer was posted as. Teams reports a vote from its feedback
+    loop with the voted message's id only; this finds the answer it belongs to, also after
+    a restart."""
+
+    __tablename__ = "answer_messages"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    query_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("queries.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

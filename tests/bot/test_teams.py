@@ -370,6 +370,21 @@ def answer_id(connector: teams.Connector) -> str:
     return connector.messages()[-1].returned_id
 
 
+def test_a_feedback_loop_vote_after_a_restart_still_finds_its_answer(kb, connector):
+    question = teams.personal_message(connector.url, QUEUE_QUESTION, user="uma")
+    with bot_server(kb) as before:
+        assert before.post(question).status == 200
+        query_id = before.query_of("uma").id
+    sent_id = answer_id(connector)
+    vote = teams.feedback_invoke(
+        connector.url, sent_id, "like", None, user="uma", conversation=question["conversation"]
+    )
+    with bot_server(kb) as after:
+        assert after.post(vote).status == 200
+        [stored] = after.rt.feedback.for_query(query_id)
+    assert stored.vote == "up"
+
+
 def test_a_vote_on_an_unknown_message_is_refused_not_crashed(bot, connector):
     vote = teams.feedback_invoke(
         connector.url,
@@ -381,7 +396,7 @@ def test_a_vote_on_an_unknown_message_is_refused_not_crashed(bot, connector):
     )
     reply = bot.post(vote)
     assert reply.status == 404
-    assert "not an answer kbot remembers" in reply.json()["error"]
+    assert "not an answer of kbot's" in reply.json()["error"]
     assert connector.calls == []
 
 
