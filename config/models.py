@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -138,17 +139,17 @@ class ServerConfig(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
-_AUDIENCE = r"^[A-Za-z0-9_.-]+$"
-
-
-def _audience_names(names: list[str], where: str) -> list[str]:
-    bad = [n for n in names if not re.match(_AUDIENCE, n)]
-    if bad:
+def _audience(name: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_.-]+$", name):
         raise ValueError(
-            f"{where}: {', '.join(map(repr, bad))} is not an audience name "
-            "(letters, digits, '_', '.', '-', as in a connector's audience)"
+            f"{name!r} is not an audience name (letters, digits, '_', '.', '-', as in a "
+            "connector's audience)"
         )
-    return names
+    return name
+
+
+# An audience name, as in a connector's ``audience``.
+Audience = Annotated[str, AfterValidator(_audience)]
 
 
 class SlackConfig(_Section):
@@ -157,39 +158,27 @@ class SlackConfig(_Section):
     api_base_url: str = Field(
         default="https://slack.com/api/", pattern=r"^https?://", description="the Web API base"
     )
-    channels: dict[str, list[str]] = Field(
+    channels: dict[str, list[Audience]] = Field(
         default_factory=dict,
         description="Slack channel id -> audiences its questions may read ('public' always)",
     )
-    dm_audiences: list[str] = Field(
+    dm_audiences: list[Audience] = Field(
         default_factory=list, description="audiences of direct messages; default: public only"
     )
     escalation_channel: str | None = Field(
         default=None, description="named in abstentions, e.g. '#ask-sre' or a channel id"
     )
 
-    @field_validator("channels")
-    @classmethod
-    def _channel_audiences(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        for channel, audiences in v.items():
-            _audience_names(audiences, f"channels.{channel}")
-        return v
-
-    @field_validator("dm_audiences")
-    @classmethod
-    def _dm_audiences(cls, v: list[str]) -> list[str]:
-        return _audience_names(v, "dm_audiences")
-
 
 class TeamsConfig(_Section):
     """Which audiences each Teams place may read, and how answers are delivered there."""
 
-    channels: dict[str, list[str]] = Field(
+    channels: dict[str, list[Audience]] = Field(
         default_factory=dict,
         description="Teams channel id, or team id / team group id meaning all of its channels "
         "-> audiences its questions may read ('public' always)",
     )
-    chat_audiences: list[str] = Field(
+    chat_audiences: list[Audience] = Field(
         default_factory=list, description="audiences of 1:1 and group chats; default: public only"
     )
     escalation_channel: str | None = Field(
@@ -212,18 +201,6 @@ class TeamsConfig(_Section):
         description="where the Bot Framework's token signing keys are published; "
         "default: the public cloud's (override for tests or another cloud)",
     )
-
-    @field_validator("channels")
-    @classmethod
-    def _channel_audiences(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        for place, audiences in v.items():
-            _audience_names(audiences, f"teams.channels.{place}")
-        return v
-
-    @field_validator("chat_audiences")
-    @classmethod
-    def _chat_audiences(cls, v: list[str]) -> list[str]:
-        return _audience_names(v, "teams.chat_audiences")
 
 
 class ModelPrice(_Section):
