@@ -241,6 +241,35 @@ def test_feedback_is_recorded_and_changed(config_file):
     assert [(r.vote, r.reason) for r in rows] == [("down", "outdated")]
 
 
+def test_trace_shows_what_an_answer_was_made_from_and_its_feedback(config_file):
+    ok(kbot(config_file, "sync", "--json"))
+    asked = json.loads(ok(kbot(config_file, "ask", "--json", "I lost my badge")).stdout)
+    qid = asked["query_id"]
+    ok(kbot(config_file, "feedback", "add", qid, "down", "--reason", "outdated", "--user", "ann"))
+
+    t = json.loads(ok(kbot(config_file, "trace", qid, "--json")).stdout)
+    assert t["question"] == "I lost my badge"
+    assert t["requester"] == {"platform": "cli", "channel": None, "user": None}
+    assert t["answer"] == asked["answer"] and t["mode"] == "extractive"
+    assert t["retrieved"][0]["path"] == "lost-badge.md"
+    assert {"score", "dense", "lexical", "chunk_id"} <= set(t["retrieved"][0])
+    assert set(t["latency_ms"]) >= {"retrieve", "total"}
+    assert t["citations"][0]["path"] == "lost-badge.md"
+    assert (t["model"], t["fallback_reason"], t["prompt"]) == (None, None, None)
+    assert [(f["user"], f["vote"], f["reason"]) for f in t["feedback"]] == [
+        ("ann", "down", "outdated")
+    ]
+
+    text = ok(kbot(config_file, "trace", qid)).stdout
+    assert "question: I lost my badge" in text
+    assert "lost-badge.md" in text and "down by ann: outdated" in text
+
+
+def test_trace_of_an_unknown_answer_fails_cleanly(config_file):
+    err = failed(kbot(config_file, "trace", "unknown-id"))
+    assert err.strip() == "Error: no answer with query id 'unknown-id'"
+
+
 def test_feedback_on_an_unknown_answer_fails_cleanly(config_file):
     err = failed(kbot(config_file, "feedback", "add", "unknown-id", "up"))
     assert err.strip() == "Error: no answer with query id 'unknown-id'"

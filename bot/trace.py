@@ -1,0 +1,91 @@
+"""One answer, everything needed to debug it: who asked where, the question, what was
+retrieved with its scores, the prompt and model when an LLM was used, tokens, cost, each
+stage's latency, why a generated answer was not shown, and the feedback it got."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from db import Database
+from db.models import Feedback, QueryRecord
+
+
+class UnknownTrace(LookupError):
+    """No answer has that query id."""
+
+
+def trace(db: Database, query_id: str) -> dict[str, Any]:
+    """The trace of answer ``query_id`` as plain data (JSON-ready but for datetimes)."""
+    with db.session() as s:
+        q = s.get(QueryRecord, query_id)
+        if q is None:
+            raise UnknownTrace(f"no answer with query id {query_id!r}")
+        votes = s.scalars(
+            select(Feedback).where(Feedback.query_id == query_id).order_by(Feedback.created_at)
+        ).all()
+        return {
+            "query_id": q.id,
+            "created_at": q.created_at,
+            "requester": {"platform": q.platform, "channel": q.channel, "user": q.user_id},
+            "question": q.question,
+            "answer": q.answer,
+            "abstained": q.abstained,
+            "mode": q.mode,
+            "citations": q.citations,
+            "retrieved": q.retrieved,
+            "latency_ms": q.latency_ms,
+            "model": q.model,
+            "usage": {
+                "input_tokens": q.input_tokens,
+                "output_tokens": q.output_tokens,
+                "cached_tokens": q.cached_tokens,
+                "cost_usd": q.cost_usd,
+            },
+            "fallback_reason": q.fallback_reason,
+            "prompt": q.prompt,
+            "feedback": [
+                {"user": f.user_id, "vote": f.vote, "reason": f.reason, "at": f.updated_at}
+                for f in votes
+            ],
+        }
+
+
+def format_trace(t: dict[str, Any]) -> str:
+    """The trace as text for a terminal."""
+    r = t["requester"]
+    lines = [
+        f"query {t['query_id']} at {t['created_at']:%Y-%m-%d %H:%M:%S} UTC",
+        f"asked on {r['platform']} in {r['channel'] or '-'} by {r['user'] or 'anonymous'}",
+        f"question: {t['question']}",
+        f"outcome: {'abstained' if t['abstained'] else (t['mode'] or 'extractive')}"
+        + (f" (fallback: {t['fallback_reason']})" if t["fallback_reason"] else ""),
+        "latency ms: " + ", ".join(f"{k} {v}" for k, v in t["latency_ms"].items()),
+    ]
+    if t["model"]:
+        u = t["usage"]
+        cost = "unknown" if u["cost_usd"] is None else f"${u['cost_usd']:.6f}"
+        lines.append(
+            f"model: {t['model']}, tokens in {u['input_tokens']} (cached {u['cached_tokens']})"
+            f", out {u['output_tokens']}, cost {cost}"
+        )
+    lines.append("retrieved (score, dense, lexical):")
+    cited = {c.get("chunk_id") for c in t["citations"]}
+    for i, h in enumerate(t["retrieved"], 1):
+        mark = "*" if h["chunk_id"] in cited else " "
+        lines.append(
+            f" {mark}{i:>2}. {h['score']:.3f} {h['dense']:.3f} {h['lexical']:6.2f}  "
+            f"{h['connector']}: {h['path']}"
+        )
+    lines.append("citations:")
+    lines += [f"  [{c['n']}] {c['title']} ({c['connector']}: {c['path']})" for c in t["citations"]]
+    lines += ["answer:", *("  " + line for line in t["answer"].splitlines())]
+    if t["prompt"]:
+        lines += ["prompt:", *("  " + line for line in t["prompt"].splitlines())]
+    lines.append("feedback:" if t["feedback"] else "feedback: none")
+    lines += [
+        f"  {f['vote']} by {f['user'] or 'anonymous'}" + (f": {f['reason']}" if f["reason"] else "")
+        for f in t["feedback"]
+    ]
+    return "\n".join(lines)
