@@ -453,6 +453,28 @@ def feedback_add(
     click.echo(f"{'changed' if v.changed else 'recorded'} {v.vote} vote on {v.query_id}")
 
 
+@feedback.command("export")
+@click.option(
+    "--to-eval",
+    "path",
+    required=True,
+    metavar="FILE.jsonl",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the voted questions here, in the `kbot eval` question format.",
+)
+@click.option("--include-up", is_flag=True, help="Export 👍 questions too (default: 👎 only).")
+@click.pass_obj
+def feedback_export(state: _State, path: Path, include_up: bool) -> None:
+    """Turn voted questions into eval cases; a lead fills in each one's relevant documents
+    and answer keywords to grow the labeled set."""
+    cases = state.runtime().feedback.eval_cases(include_up=include_up)
+    path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
+    click.echo(
+        f"wrote {len(cases)} question(s) to {path}; fill in 'relevant' and 'answer_keywords' "
+        "(and correct 'kind') before running kbot eval on it"
+    )
+
+
 def _iso(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")

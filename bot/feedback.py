@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -80,6 +81,40 @@ class FeedbackService:
         with self.db.session() as s:
             row = s.get(AnswerMessage, (platform, message_id))
             return row.query_id if row is not None else None
+
+    def eval_cases(self, include_up: bool = False) -> list[dict[str, Any]]:
+        """Voted questions as eval cases (the ``kbot eval`` question format), 👎 first.
+
+        ``relevant`` and ``answer_keywords`` are left for a lead to fill in, and ``kind`` is a
+        guess to correct: until ``relevant`` is filled, ``kbot eval`` refuses the line and
+        says so. ``cited`` (what the bot cited) and ``feedback`` are hints, ignored by eval.
+        A question asked several times becomes one case.
+        """
+        votes = VOTES if include_up else ("down",)
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Feedback, QueryRecord)
+                .join(QueryRecord, Feedback.query_id == QueryRecord.id)
+                .where(Feedback.vote.in_(votes))
+                .order_by(Feedback.vote, QueryRecord.created_at)
+            ).all()
+            cases: dict[str, dict[str, Any]] = {}
+            for fb, q in rows:
+                key = " ".join(q.question.lower().split())
+                case = cases.setdefault(
+                    key,
+                    {
+                        "id": f"fb-{q.id[:12]}",
+                        "question": q.question,
+                        "relevant": [],
+                        "answer_keywords": [],
+                        "kind": "unanswerable" if q.abstained else "lookup",
+                        "cited": [f"{c['connector']}:{c['path']}" for c in q.citations],
+                        "feedback": [],
+                    },
+                )
+                case["feedback"].append({"vote": fb.vote, "reason": fb.reason})
+        return list(cases.values())
 
     def for_query(self, query_id: str) -> list[Feedback]:
         with self.db.session() as s:

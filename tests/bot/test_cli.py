@@ -265,6 +265,37 @@ def test_trace_shows_what_an_answer_was_made_from_and_its_feedback(config_file):
     assert "lost-badge.md" in text and "down by ann: outdated" in text
 
 
+def test_voted_questions_export_as_eval_cases_for_a_lead_to_label(config_file, tmp_path):
+    ok(kbot(config_file, "sync", "--json"))
+
+    def ask(question: str) -> str:
+        return json.loads(ok(kbot(config_file, "ask", "--json", question)).stdout)["query_id"]
+
+    badge, badge_again, coffee = (
+        ask("I lost my badge"),
+        ask("i lost  my badge"),
+        ask("How do I descale the coffee machine?"),
+    )
+    ok(kbot(config_file, "feedback", "add", badge, "down", "--reason", "outdated"))
+    ok(kbot(config_file, "feedback", "add", badge_again, "down", "--user", "bo"))
+    ok(kbot(config_file, "feedback", "add", coffee, "up"))
+
+    out = tmp_path / "cases.jsonl"
+    ok(kbot(config_file, "feedback", "export", "--to-eval", str(out)))
+    [case] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert case["question"] == "I lost my badge"
+    assert (case["relevant"], case["answer_keywords"], case["kind"]) == ([], [], "lookup")
+    assert case["cited"][0] == "handbook:lost-badge.md"
+    assert [f["reason"] for f in case["feedback"]] == ["outdated", None]
+    # Until a lead names the relevant documents, eval refuses the case and says why.
+    err = failed(kbot(config_file, "eval", "--questions", str(out)))
+    assert "needs at least one 'relevant' document" in err
+
+    ok(kbot(config_file, "feedback", "export", "--to-eval", str(out), "--include-up"))
+    questions = [json.loads(line)["question"] for line in out.read_text().splitlines()]
+    assert questions == ["I lost my badge", "How do I descale the coffee machine?"]
+
+
 def test_trace_of_an_unknown_answer_fails_cleanly(config_file):
     err = failed(kbot(config_file, "trace", "unknown-id"))
     assert err.strip() == "Error: no answer with query id 'unknown-id'"
