@@ -96,16 +96,21 @@ def channel_ref(channel: str) -> str:
 def split_text(text: str, limit: int = MAX_SECTION_CHARS) -> list[str]:
     """Split mrkdwn into pieces of at most ``limit`` characters: between paragraphs where
     possible, then lines, then words; a code block cut in two is closed and reopened."""
+    return _pack([part for para in _paragraphs(text) for part in _fit(para, limit)], "\n\n", limit)
+
+
+def _pack(parts: list[str], sep: str, limit: int) -> list[str]:
+    """Join consecutive ``parts`` (each at most ``limit`` long) with ``sep`` into as few
+    pieces of at most ``limit`` characters as they fit."""
     pieces: list[str] = []
     current = ""
-    for para in _paragraphs(text):
-        for part in _fit(para, limit):
-            joined = f"{current}\n\n{part}" if current else part
-            if len(joined) <= limit:
-                current = joined
-            else:
-                pieces.append(current)
-                current = part
+    for part in parts:
+        joined = f"{current}{sep}{part}" if current else part
+        if len(joined) <= limit:
+            current = joined
+        else:
+            pieces.append(current)
+            current = part
     if current:
         pieces.append(current)
     return pieces
@@ -136,17 +141,7 @@ def _fit(para: str, limit: int) -> list[str]:
     code = para.startswith("```") and para.endswith("```")
     body = para[3:-3].strip("\n") if code else para
     room = limit - 8 if code else limit  # the reopened fences and their newlines
-    parts: list[str] = []
-    current = ""
-    for line in body.split("\n"):
-        for piece in _hard_wrap(line, room):
-            joined = f"{current}\n{piece}" if current else piece
-            if len(joined) <= room:
-                current = joined
-            else:
-                parts.append(current)
-                current = piece
-    parts.append(current)
+    parts = _pack([p for line in body.split("\n") for p in _hard_wrap(line, room)], "\n", room)
     return [f"```\n{p}\n```" for p in parts] if code else parts
 
 

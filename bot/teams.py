@@ -228,7 +228,7 @@ class TeamsBot(TeamsActivityHandler):
             await self._reply(turn_context, str(e))
             return
         # The Bot Connector redelivers an activity it thinks was lost; answer it once.
-        key = f"{activity.conversation.id}:{activity.id}"
+        key = _message_key(activity, activity.id)
         if not await asyncio.to_thread(self.deliveries.claim, PLATFORM, key):
             log.info("Teams: activity %s was already answered; ignoring the redelivery", key)
             return
