@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -94,3 +99,25 @@ def serve(app: web.Application) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
+
+
+@dataclass
+class Reply:
+    """An HTTP response as a test reads it."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def send(req: urllib.request.Request) -> Reply:
+    """Send ``req``; an error status is a reply to assert on, not an exception."""
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return Reply(r.status, r.headers.get_content_type(), r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return Reply(e.code, e.headers.get_content_type(), e.read())

@@ -45,6 +45,21 @@ class Setup:
     fake: FakeOpenAI
 
 
+def config_file(setup: Setup, tmp_path: Path, llm_section: dict[str, Any]) -> Path:
+    """A config file over the test knowledge base and index, with this ``llm:``."""
+    config = tmp_path / "kbot.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "storage": {"data_dir": str(setup.base / "data")},
+                "llm": llm_section,
+                "connectors": [runbook_connector(setup.kb)],
+            }
+        )
+    )
+    return config
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, embedder) -> Iterator[Setup]:
     """One synced knowledge folder (the test runbooks plus a prompt-injection document) and
@@ -377,16 +392,7 @@ def test_no_model_is_called_for_an_abstention(make_rt, fake: FakeOpenAI) -> None
 def test_kbot_ask_json_reports_generated_fallback_and_usage(
     setup: Setup, fake: FakeOpenAI, tmp_path: Path
 ) -> None:
-    config = tmp_path / "kbot.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "storage": {"data_dir": str(setup.base / "data")},
-                "llm": llm(fake, api_key="${TEST_LLM_KEY}"),
-                "connectors": [runbook_connector(setup.kb)],
-            }
-        )
-    )
+    config = config_file(setup, tmp_path, llm(fake, api_key="${TEST_LLM_KEY}"))
     runner = CliRunner()
     env = {"TEST_LLM_KEY": "sk-from-env"}
     result = runner.invoke(cli, ["--config", str(config), "ask", "--json", ROTATE_Q], env=env)
@@ -451,16 +457,7 @@ def test_every_fallback_reason_is_a_known_code() -> None:
 def test_kbot_eval_compares_the_extractive_answerer_with_the_model(
     setup: Setup, fake: FakeOpenAI, tmp_path: Path
 ) -> None:
-    config = tmp_path / "kbot.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "storage": {"data_dir": str(setup.base / "data")},
-                "llm": llm(fake),
-                "connectors": [runbook_connector(setup.kb)],
-            }
-        )
-    )
+    config = config_file(setup, tmp_path, llm(fake))
     questions = tmp_path / "q.jsonl"
     rows = [
         ("rotate", ROTATE_Q, [ROTATE_DOC], "lookup"),

@@ -53,7 +53,14 @@ from tests.bot.fake_slack import (
     signed_headers,
     view_submission,
 )
-from tests.bot.servers import ROTATE_DOC, ROTATE_TITLE, URL_TEMPLATE, write_runbooks
+from tests.bot.servers import (
+    ROTATE_DOC,
+    ROTATE_TITLE,
+    URL_TEMPLATE,
+    Reply,
+    send,
+    write_runbooks,
+)
 from tests.conftest import REPO, make_config
 
 SECRET_DOC = (
@@ -68,12 +75,6 @@ ENV = {"SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_BOT_TOKEN": BOT_TOKEN}
 
 
 @dataclass
-class Reply:
-    status: int
-    body: bytes
-
-
-@dataclass
 class Slack:
     rt: Runtime
     fake: FakeSlack
@@ -83,12 +84,7 @@ class Slack:
 
     def post(self, body: str, headers: dict[str, str]) -> Reply:
         req = urllib.request.Request(self.url + "slack/events", data=body.encode(), headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return Reply(r.status, r.read())
-        except urllib.error.HTTPError as e:
-            with e:
-                return Reply(e.code, e.read())
+        return send(req)
 
     def event(self, event: dict[str, Any], *, event_id: str | None = None, **headers: str) -> Reply:
         body = json.dumps(event_callback(event, event_id))

@@ -38,7 +38,9 @@ from tests.bot.servers import (
     ROTATE_DOC,
     ROTATE_TITLE,
     URL_TEMPLATE,
+    Reply,
     runbook_connector,
+    send,
     serve,
     write_runbooks,
 )
@@ -65,15 +67,6 @@ APP_ENV = (
 
 
 @dataclass
-class Reply:
-    status: int
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
 class Bot:
     url: str
     rt: Runtime
@@ -91,12 +84,7 @@ class Bot:
         if token is not None:
             headers["Authorization"] = token
         req = urllib.request.Request(self.url + "api/messages", data=data, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return Reply(r.status, r.read())
-        except urllib.error.HTTPError as e:
-            with e:
-                return Reply(e.code, e.read())
+        return send(req)
 
     def query_of(self, user: str) -> QueryRecord:
         """The one question logged for ``user`` (each test asks as its own user)."""

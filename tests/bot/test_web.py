@@ -23,21 +23,13 @@ from tests.bot.servers import (
     ROTATE_TITLE,
     RUNBOOKS,
     URL_TEMPLATE,
+    Reply,
     runbook_connector,
+    send,
     serve,
     write_runbooks,
 )
 from tests.conftest import make_config
-
-
-@dataclass
-class Reply:
-    status: int
-    content_type: str
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -46,14 +38,14 @@ class Chat:
     url: str
 
     def get(self, path: str) -> Reply:
-        return _send(urllib.request.Request(self.url + path))
+        return send(urllib.request.Request(self.url + path))
 
     def post(self, path: str, body: Any = None, *, raw: bytes | None = None) -> Reply:
         data = raw if raw is not None else json.dumps(body).encode()
         req = urllib.request.Request(
             self.url + path, data=data, headers={"Content-Type": "application/json"}
         )
-        return _send(req)
+        return send(req)
 
     def ask(self, question: str, **extra: Any) -> dict[str, Any]:
         reply = self.post("api/ask", {"question": question, **extra})
@@ -63,15 +55,6 @@ class Chat:
     def query_count(self) -> int:
         with self.rt.db.session() as s:
             return s.scalar(select(func.count()).select_from(QueryRecord)) or 0
-
-
-def _send(req: urllib.request.Request) -> Reply:
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return Reply(r.status, r.headers.get_content_type(), r.read())
-    except urllib.error.HTTPError as e:
-        with e:
-            return Reply(e.code, e.headers.get_content_type(), e.read())
 
 
 @pytest.fixture(scope="module")
