@@ -12,7 +12,8 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from bot.extractive import idf_from, select_passage, tidy_headings
+from bot import answer_type
+from bot.extractive import idf_from, select_from_sections, tidy_headings
 from bot.retrieval import PUBLIC, Retriever, visible_to
 from config.models import AnsweringConfig
 from db import Database
@@ -252,13 +253,24 @@ class AnsweringService:
         top = ranked[0].dense
         chosen = [ranked[0]] + [h for h in ranked[1:] if h.dense >= top - SOURCE_MARGIN]
         chosen = chosen[: self.config.max_sources]
+        # A question asking for an amount is answered only by sources that state one.
+        kind = answer_type.expected(question)
+        if kind and not any(
+            answer_type.supplies(kind, c.text) for h in chosen for c in _doc_chunks(hits, h)
+        ):
+            cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
+            text = (
+                f"The closest sources I found don't state {answer_type.DESCRIPTIONS[kind]} "
+                "for this, so I can't answer it from the knowledge base. "
+                "They are below in case they help."
+            )
+            return Answer(qid, question, text, True, cites, retrieved=retrieved, context=context)
         idf = idf_from([h.chunk.text for h in hits])
         parts = []
         for i, h in enumerate(chosen, 1):
             own = _doc_chunks(hits, h)
-            text = "\n\n".join(c.text for c in own)
             budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
-            passage = select_passage(text, question, budget, idf)
+            passage = select_from_sections(_sections(hits, h), question, budget, idf)
             label = h.chunk.heading if len(own) == 1 else h.chunk.title
             paths = {p for c in own for p in c.heading_path}
             lead = "From" if i == 1 else "Also see"
@@ -314,6 +326,15 @@ def _doc_chunks(hits: list[ScoredChunk], best: ScoredChunk) -> list[Chunk]:
     return [own[i] for i in sorted(own)]
 
 
+def _sections(hits: list[ScoredChunk], best: ScoredChunk) -> list[tuple[str, int]]:
+    """The best document's retrieved chunks in document order, each with its rank among
+    them (0 for the best-ranked), for passage selection."""
+    key = (best.chunk.connector, best.chunk.doc_id)
+    own = [h.chunk for h in hits if (h.chunk.connector, h.chunk.doc_id) == key]
+    rank = {c.index: r for r, c in enumerate(own)}  # hits are best first
+    return [(c.text, rank[c.index]) for c in sorted(own, key=lambda c: c.index)]
+
+
 def _context(
     question: str,
     hits: list[ScoredChunk],
@@ -327,9 +348,9 @@ def _context(
     out: list[Chunk] = []
     docs = chosen + [h for h in ranked if h not in chosen][: max(0, CONTEXT_PASSAGES - len(chosen))]
     for i, h in enumerate(docs):
-        own = _doc_chunks(hits, h) if h in chosen else [h.chunk]
+        sections = _sections(hits, h) if h in chosen else [(h.chunk.text, 0)]
         budget = CONTEXT_FIRST_CHARS if i == 0 else CONTEXT_OTHER_CHARS
-        text = select_passage("\n\n".join(c.text for c in own), question, budget, idf)
+        text = select_from_sections(sections, question, budget, idf)
         out.append(replace(h.chunk, text=text))
     covered = {(c.connector, c.doc_id) for c in out}
     return out + [h.chunk for h in hits if (h.chunk.connector, h.chunk.doc_id) not in covered]

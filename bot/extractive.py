@@ -61,22 +61,55 @@ def _is_heading(block: str) -> bool:
     return block.lstrip().startswith("#") and "\n" not in block.strip()
 
 
+# How much a block's section (the chunk it came from) counts next to the block's own words:
+# the best-ranked section of a document lends its blocks a head start, so a command
+# under a heading that only paraphrases the question ("GitHub CLI" for "from the command
+# line") is still quoted with the prose around it. Measured on the dev set: 0.857 -> 0.883
+# context_keywords@3 (0.870 when only the top section is favoured, 0.864 without).
+SECTION_WEIGHT = 2.0
+# A block with code (a command, a file or field name) gets this much on top; measured on
+# the dev set: answer_keywords 0.731 -> 0.768 at 1,148 characters.
+CODE_WEIGHT = 2.0
+
+
 def select_passage(
     text: str, question: str, budget: int, idf: dict[str, float] | None = None
 ) -> str:
     """The most relevant blocks of ``text`` within about ``budget`` characters, in order."""
-    if len(text) <= budget:
-        return text.strip()
-    bs = blocks(text)
+    return select_from_sections([(text, None)], question, budget, idf)
+
+
+def select_from_sections(
+    sections: Sequence[tuple[str, int | None]],
+    question: str,
+    budget: int,
+    idf: dict[str, float] | None = None,
+) -> str:
+    """The most relevant blocks of ``sections`` within about ``budget`` characters, kept in
+    document order. Each section is ``(text, rank)``: ``rank`` 0 is the document's
+    best-ranked section, None one that was not ranked; a block's score adds its
+    section's ``SECTION_WEIGHT / (1 + rank)`` to its own word overlap with the question."""
+    whole = "\n\n".join(t for t, _ in sections)
+    if len(whole) <= budget:
+        return whole.strip()
+    bs: list[str] = []
+    lift: list[float] = []
+    for t, rank in sections:
+        for b in blocks(t):
+            if b in bs:
+                continue
+            bs.append(b)
+            lift.append(0.0 if rank is None else SECTION_WEIGHT / (1 + rank))
+    # Runbook answers are mostly commands and names, which docs mark up as code.
+    lift = [x + (CODE_WEIGHT if "`" in b else 0.0) for x, b in zip(lift, bs, strict=True)]
     q = set(terms(question))
     weight = idf or {}
 
-    def score(b: str) -> float:
-        words = set(terms(b))
-        hits = sum(weight.get(w, 1.0) for w in q & words)
-        return hits / math.sqrt(1 + len(b) / 200)
+    def score(i: int) -> float:
+        hits = sum(weight.get(w, 1.0) for w in q & set(terms(bs[i])))
+        return (hits + lift[i]) / math.sqrt(1 + len(bs[i]) / 200)
 
-    own = [score(b) for b in bs]
+    own = [score(i) for i in range(len(bs))]
     # A command block, or the one-line "run this:" before it, says little by itself; it
     # inherits half the relevance of the paragraph that explains it.
     scores = [
@@ -105,7 +138,7 @@ def select_passage(
         if used >= budget:
             break
     if not chosen:
-        return _truncate(text, budget)
+        return _truncate(whole, budget)
     parts: list[str] = []
     prev = -2
     for i in sorted(chosen):

@@ -1,0 +1,107 @@
+"""Questions that ask for an amount are answered only from sources that state one, and a
+passage is cut from a document's best-ranked sections first."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from bot import answer_type
+from bot.extractive import select_from_sections
+from tests.conftest import make_config
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("How much are we paid for a weekend on-call shift?", answer_type.MONEY),
+        ("how much does the CDN cost per month", answer_type.MONEY),
+        ("How much memory should the search pod get?", answer_type.NUMBER),
+        ("how long are pages cached for?", answer_type.DURATION),
+        ("I need fulladmin, how do I get it and for how long?", answer_type.DURATION),
+        ("How many replicas does the router run?", answer_type.NUMBER),
+        ("How do I restart the router?", None),
+        ("Is the cache long-lived?", None),
+    ],
+)
+def test_the_kind_of_amount_a_question_asks_for(question, kind):
+    assert answer_type.expected(question) == kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "supplied"),
+    [
+        (answer_type.MONEY, "The allowance is £150 per weekend.", True),
+        (answer_type.MONEY, "Costs are billed at 20 USD per seat.", True),
+        (answer_type.MONEY, "Get paid: follow the process on the wiki.", False),
+        (answer_type.DURATION, "Pages are cached for 5 minutes.", True),
+        (answer_type.DURATION, "Cache-Control: max-age=300", True),
+        (answer_type.DURATION, "Access lasts a day.", True),
+        (answer_type.DURATION, "Pages are cached by the CDN.", False),
+        (answer_type.NUMBER, "The router runs 3 replicas.", True),
+        (answer_type.NUMBER, "The router runs several replicas.", False),
+    ],
+)
+def test_whether_a_passage_states_an_amount(kind, text, supplied):
+    assert answer_type.supplies(kind, text) is supplied
+
+
+@pytest.fixture
+def rota_runtime(tmp_path, runtime_factory):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "on-call.md").write_text(
+        textwrap.dedent(
+            """\
+            # On-call rota
+
+            Engineers join the out-of-hours on-call rota after six months. A weekend
+            on-call shift starts on Friday evening and ends on Monday morning.
+
+            ## Getting paid for on-call
+
+            Claim your on-call allowance through the HR portal after each shift.
+            """
+        )
+    )
+    (kb / "caching.md").write_text(
+        textwrap.dedent(
+            """\
+            # Page caching
+
+            The CDN caches pages for 5 minutes, so a published fix is visible everywhere
+            within 5 minutes. Purge the cache to show it sooner.
+            """
+        )
+    )
+    rt = runtime_factory(
+        make_config(tmp_path, [{"name": "kb", "type": "filesystem", "path": str(kb)}])
+    )
+    assert rt.indexer.sync()[0].ok
+    return rt
+
+
+def test_a_money_question_the_sources_do_not_price_is_not_answered(rota_runtime):
+    answer = rota_runtime.answering.ask("How much are we paid for a weekend on-call shift?")
+    assert answer.abstained
+    assert "don't state an amount of money" in answer.text
+    assert answer.citations[0].path == "on-call.md", "the closest source is still shown"
+
+
+def test_a_duration_question_the_sources_answer_is_answered(rota_runtime):
+    answer = rota_runtime.answering.ask("How long does the CDN cache pages for?")
+    assert not answer.abstained
+    assert "5 minutes" in answer.text
+    assert answer.citations[0].path == "caching.md"
+
+
+def test_a_document_s_best_ranked_section_is_quoted_before_its_other_sections():
+    # Two sections share the same words with the question; the budget holds one of them.
+    ci = "Continuous deployment: every merged branch is deployed by the CI pipeline."
+    manual = "Manual deployment: start the deploy workflow for a branch from a terminal."
+    question = "how do I deploy a branch?"
+    first = select_from_sections([(ci, 1), (manual, 0)], question, 80)
+    assert "Manual deployment" in first and "Continuous" not in first
+    first = select_from_sections([(ci, 0), (manual, 1)], question, 80)
+    assert "Continuous deployment" in first and "Manual" not in first
