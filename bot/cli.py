@@ -415,6 +415,31 @@ def connectors_list(state: _State, as_json: bool) -> None:
         )
 
 
+@connectors.command("test")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def connectors_test(state: _State, name: str, as_json: bool) -> None:
+    """Check connector NAME: reach its source with its credentials, fetch one document and
+    show what would be indexed (id, title, link, audience, chunks). Writes nothing."""
+    from bot.connector_check import check_connector, format_result
+
+    try:
+        result = check_connector(state.config, name)
+    except KeyError as e:
+        raise click.BadParameter(e.args[0], param_hint="NAME") from None
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+    elif result.ok:
+        click.echo(format_result(result))
+    for p in [] if as_json else result.problems:
+        click.echo(f"  skipped {p}", err=True)
+    if not result.ok:
+        if not as_json:
+            click.echo(f"{result.name} ({result.type}): FAILED: {result.error}", err=True)
+        sys.exit(1)
+
+
 @cli.command("trace")
 @click.argument("query_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")

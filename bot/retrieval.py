@@ -34,6 +34,11 @@ ALL = 10**9
 REPROBE_EVERY = 50
 
 
+# The audience of a chunk whose stored audience its connector no longer maps to: no
+# requester has it, so the chunk is hidden until the next sync re-labels it.
+RELABEL_PENDING = "\x00relabel-pending"
+
+
 def visible_to(audiences: Iterable[str]) -> frozenset[str]:
     """The audiences a requester may read: theirs, and always ``public``."""
     return frozenset({PUBLIC, *audiences})
@@ -46,16 +51,20 @@ class Retriever:
         store: Callable[[], VectorStore | None],
         lexical: LexicalIndex | None,
         embedder: Embedder,
-        connector_audiences: Mapping[str, str] | None = None,
+        connector_audiences: Mapping[str, str | frozenset[str]] | None = None,
     ):
         self.config = config
         self.store = store
         self.lexical = lexical
         self.embedder = embedder
-        # The configured audience of each connector. It wins over the audience stored with
-        # a chunk, so narrowing a connector's audience in config takes effect at once,
-        # not at its next sync.
-        self.connector_audiences = dict(connector_audiences or {})
+        # The configured audiences of each connector. A connector with one audience wins
+        # over the audience stored with a chunk, so narrowing it in config takes effect at
+        # once, not at its next sync. One that maps parts of its source to audiences
+        # (Confluence spaces) is judged per chunk, on the stored audience.
+        self.connector_audiences = {
+            name: frozenset({a}) if isinstance(a, str) else frozenset(a)
+            for name, a in (connector_audiences or {}).items()
+        }
         # The share of the nearest chunks each audience set was found to see, learnt from
         # its searches. Where it is too small for the over-fetch to pay, the filtered
         # query runs at once, and keyword search fetches enough to keep ``n``.
@@ -71,7 +80,7 @@ class Retriever:
             # Chunk ids start with the connector's name. A connector no longer configured
             # is judged later, on the audience stored with its chunks.
             connector = chunk_id.split(":", 1)[0]
-            return self.connector_audiences.get(connector, PUBLIC) in audiences
+            return bool(self.connector_audiences.get(connector, {PUBLIC}) & audiences)
 
         assert self.lexical is not None
         share = self._share.get(audiences, 1.0)
@@ -85,7 +94,13 @@ class Retriever:
         return dict(hits[:n])
 
     def audience_of(self, chunk: Chunk) -> str:
-        return self.connector_audiences.get(chunk.connector, chunk.audience)
+        configured = self.connector_audiences.get(chunk.connector)
+        if configured is None:
+            return chunk.audience
+        if len(configured) == 1:
+            return next(iter(configured))
+        # Stored before the mapping changed: hidden until the next sync re-labels it.
+        return chunk.audience if chunk.audience in configured else RELABEL_PENDING
 
     def search(
         self, question: str, k: int, audiences: frozenset[str] = frozenset({PUBLIC})
@@ -99,7 +114,7 @@ class Retriever:
         mode = self.config.mode if self.lexical is not None else "dense"
         # Fusion needs a wider pool than it returns; dense-only ranking does not.
         n = k if mode == "dense" else max(self.config.candidates, k)
-        restricted = not set(self.connector_audiences.values()) <= audiences
+        restricted = not set().union(*self.connector_audiences.values()) <= audiences
         fetch = n * OVERFETCH if restricted else n
 
         def visible(hits: list[ScoredChunk]) -> list[ScoredChunk]:

@@ -62,7 +62,7 @@ class Runtime:
             lambda: self.store,
             self.lexical,
             self.embedder,
-            {c.name: c.audience for c in self.config.connectors},
+            {c.name: c.audiences() for c in self.config.connectors},
         )
         generator = None
         if self.config.llm is not None:

@@ -11,13 +11,19 @@ from connectors.base import (
     Document,
     DocumentError,
 )
+from connectors.confluence import ConfluenceConfig, ConfluenceConnector
 from connectors.filesystem import FilesystemConfig, FilesystemConnector
 from connectors.git import GitConfig, GitConnector
+from connectors.mediawiki import MediaWikiConfig, MediaWikiConnector
+from connectors.web import WebConfig, WebConnector
 
 # type name -> (config model, connector class). A new connector adds one line here.
 REGISTRY: dict[str, tuple[type[ConnectorConfig], type]] = {
+    "confluence": (ConfluenceConfig, ConfluenceConnector),
     "filesystem": (FilesystemConfig, FilesystemConnector),
     "git": (GitConfig, GitConnector),
+    "mediawiki": (MediaWikiConfig, MediaWikiConnector),
+    "web": (WebConfig, WebConnector),
 }
 
 

@@ -71,6 +71,12 @@ class ConnectorConfig(BaseModel):
     schedule: str = "1h"
     audience: str = Field(default="public", pattern=r"^[A-Za-z0-9_.-]+$")
 
+    def audiences(self) -> frozenset[str]:
+        """Every audience this connector's documents can have. With one, the configured
+        audience wins over the one stored with the chunks (a change takes effect at once);
+        a connector that maps parts of its source to audiences returns them all."""
+        return frozenset({self.audience})
+
 
 @runtime_checkable
 class Connector(Protocol):

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from bot.cli import cli
 from config import load_config
+from connectors import REGISTRY
 from db import Database
 from db.models import Feedback
 from indexer.lock import WriterLock
@@ -408,4 +409,4 @@ def test_bad_config_in_a_real_process_is_one_line_without_traceback(tmp_path, kb
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"Error: {config}: invalid configuration: ")
     assert "connector 'docs' (connectors[0]): field 'type': unknown type 'ftp'" in lines[0]
-    assert lines[0].endswith("valid types: filesystem, git")
+    assert lines[0].endswith("valid types: " + ", ".join(sorted(REGISTRY)))

@@ -11,6 +11,7 @@ import config
 from config import ConfigError, load_config, parse_schedule
 from config.loader import DEFAULT_PATH, config_path
 from config.models import BUNDLED_MODEL
+from connectors import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -269,23 +270,27 @@ def test_top_level_must_be_a_mapping(tmp_path):
 # -- connector mistakes --------------------------------------------------------------------
 
 
+# Every registered type, in the order the error lists them.
+VALID_TYPES = "valid types: " + ", ".join(sorted(REGISTRY))
+
+
 def test_unknown_connector_type_lists_the_valid_ones(tmp_path, kb):
     path = write(tmp_path, FS.replace("type: filesystem", "type: ftp"))
     msg = error_for(path)
     assert_names(msg, str(path), "connector 'docs' (connectors[0])", "field 'type'", "'ftp'")
-    assert_names(msg, "valid types: filesystem, git")
+    assert_names(msg, VALID_TYPES)
     assert "\n" not in msg
 
 
 def test_unhashable_type_is_reported_not_crashed(tmp_path, kb):
     msg = error_for(write(tmp_path, FS.replace("type: filesystem", "type: [filesystem]")))
-    assert_names(msg, "field 'type'", "valid types: filesystem, git")
+    assert_names(msg, "field 'type'", VALID_TYPES)
 
 
 def test_missing_type(tmp_path, kb):
     msg = error_for(write(tmp_path, FS.replace("    type: filesystem\n", "")))
     assert_names(msg, "connector 'docs' (connectors[0])", "field 'type'", "required")
-    assert_names(msg, "valid types: filesystem, git")
+    assert_names(msg, VALID_TYPES)
 
 
 def test_missing_path(tmp_path):
