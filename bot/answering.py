@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bot import answer_type
 from bot.extractive import idf_from, select_from_sections, tidy_headings
+from bot.logs import new_query_id
+from bot.metrics import observed
 from bot.retrieval import PUBLIC, Retriever, visible_to
 from config.models import AnsweringConfig
 from db import Database
@@ -171,6 +172,7 @@ class AnsweringService:
             )
         return q
 
+    @observed  # metrics and, when configured, OpenTelemetry spans
     def ask(self, question: str, requester: Requester | None = None) -> Answer:
         """Answer one question.
 
@@ -211,7 +213,7 @@ class AnsweringService:
 
     def compose(self, question: str, hits: list[ScoredChunk]) -> Answer:
         """Decide whether the evidence is strong enough, and build the answer text."""
-        qid = uuid.uuid4().hex
+        qid = new_query_id()  # the request id, so logs and the query log share it
         retrieved = [
             {
                 "chunk_id": h.chunk.id,

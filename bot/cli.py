@@ -55,8 +55,9 @@ class KbotGroup(click.Group):
 
 
 class _State:
-    def __init__(self, config_path: str | None):
+    def __init__(self, config_path: str | None, log_json: bool = False):
         self.config_path = config_path
+        self.log_json = log_json
         self._config: KbotConfig | None = None
         self._runtime = None
 
@@ -64,6 +65,7 @@ class _State:
     def config(self) -> KbotConfig:
         if self._config is None:
             self._config = load_config(self.config_path)
+            _observe(self._config, self.log_json)
         return self._config
 
     def runtime(self, progress: bool = False):  # -> bot.runtime.Runtime
@@ -76,6 +78,15 @@ class _State:
     def close(self) -> None:
         if self._runtime is not None:
             self._runtime.close()
+
+
+def _observe(config: KbotConfig, log_json: bool) -> None:
+    """Apply a loaded config's observability: secrets redacted from logs, JSON lines when
+    asked for, and OpenTelemetry spans when an OTLP endpoint is set."""
+    from bot import logs, otel
+
+    logs.use_config(config, json_logs=log_json)
+    otel.setup(config.observability)
 
 
 def _progress_bars(name: str, total: int | None):  # -> indexer.sync.Progress
@@ -95,15 +106,19 @@ def _progress_bars(name: str, total: int | None):  # -> indexer.sync.Progress
     help="Config file (default: $KBOT_CONFIG, then config/kbot.yaml).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
+@click.option(
+    "--log-json",
+    is_flag=True,
+    envvar="KBOT_LOG_JSON",
+    help="Log one JSON object per line with its request id (also observability.json_logs).",
+)
 @click.version_option(package_name="kbot")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, verbose: bool, log_json: bool) -> None:
     """kbot: answers questions from your runbooks and wikis, with cited sources."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from bot import logs
+
+    logs.setup(json_logs=log_json, verbose=verbose)
     for noisy in (
         "chromadb",
         "httpx",
@@ -113,7 +128,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
         "bm25s",
     ):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
-    state = _State(config_path)
+    state = _State(config_path, log_json)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
@@ -438,6 +453,68 @@ def connectors_test(state: _State, name: str, as_json: bool) -> None:
         if not as_json:
             click.echo(f"{result.name} ({result.type}): FAILED: {result.error}", err=True)
         sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    metavar="PERIOD",
+    help="Whole UTC days back, today included (7d, 30d, 2w), or a start date (2024-05-01).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html", "csv", "json"]),
+    default="md",
+    show_default=True,
+    help="Markdown, a self-contained HTML page with charts, long-format CSV, or JSON.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Write the report here instead of to stdout.",
+)
+@click.option(
+    "--post-digest",
+    is_flag=True,
+    help="Also post the digest now to reports.digest's Slack channel and/or Teams conversation.",
+)
+@click.pass_obj
+def report(state: _State, since: str, fmt: str, out: Path | None, post_digest: bool) -> None:
+    """A report for leads over the query log and feedback: volume, answered vs abstained,
+    👍/👎 over time, per connector and document, the 👎 answers with their reasons and
+    traces, content gaps, stale cited documents, latency per stage, tokens and cost."""
+    from bot.digest import send_digest
+    from bot.report import ReportError, build_report, render
+
+    cfg = state.config
+    db = state.runtime().db
+    try:
+        data = build_report(db, cfg, since)
+    except ReportError as e:
+        raise click.ClickException(f"--since {e}") from None
+    base = (cfg.reports.base_url or "").rstrip("/")
+    text = render(data, fmt, (lambda qid: f"{base}/reports/trace/{qid}") if base else None)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote the {fmt} report to {out}", err=True)
+    if post_digest:
+        if not cfg.reports.digest.enabled:
+            raise click.ClickException(
+                f"no digest channel in {cfg.source}: set reports.digest.slack_channel "
+                "and/or reports.digest.teams_conversation"
+            )
+        posted = send_digest(cfg, db)
+        for platform, ok in posted.items():
+            click.echo(f"digest {'posted to' if ok else 'NOT posted to'} {platform}", err=True)
+        if not all(posted.values()):
+            sys.exit(1)
 
 
 @cli.command("trace")

@@ -35,6 +35,7 @@ from bot import slack_blocks as kit
 from bot.answering import Answer, QuestionError, Requester
 from bot.deliveries import Deliveries
 from bot.feedback import FeedbackError
+from bot.logs import fresh_context
 from bot.runtime import Runtime
 from config import ConfigError
 
@@ -196,7 +197,8 @@ class SlackAdapter:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        # Each event is a request of its own: its logs and its answer share a request id.
+        task = asyncio.get_running_loop().create_task(work, context=fresh_context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -16,6 +16,9 @@ from aiohttp import web
 
 from bot.answering import QuestionError, Requester
 from bot.feedback import FeedbackError, UnknownQuery
+from bot.logs import aiohttp_middleware as request_ids
+from bot.metrics import mount as mount_metrics
+from bot.reports_web import mount_reports
 from bot.runtime import Runtime
 from bot.teams import mount_teams
 
@@ -28,7 +31,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(runtime: Runtime) -> web.Application:
     """The web chat application over ``runtime``'s services."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[request_ids(), _json_errors])
     app[RUNTIME] = runtime
     app.add_routes(
         [
@@ -39,6 +42,8 @@ def create_app(runtime: Runtime) -> web.Application:
         ]
     )
     mount_teams(app, runtime)
+    mount_reports(app, runtime)  # /reports and /reports/trace/{id}, behind reports: auth
+    mount_metrics(app, runtime)  # GET /metrics, unauthenticated: no user data in it
     return app
 
 

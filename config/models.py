@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -33,10 +34,8 @@ def parse_schedule(value: str) -> tuple[str, int | str]:
         if seconds <= 0:
             raise ValueError(f"interval {value!r} must be positive")
         return "interval", seconds
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
-        CronTrigger.from_crontab(value.strip(), timezone="UTC")
+        cron_trigger(value.strip())
     except ValueError as e:
         raise ValueError(
             f"{value!r} is neither an interval (like '30m', '1h', '1d') nor a valid "
@@ -302,6 +301,176 @@ class LLMConfig(_Section):
         return lookup_price(model or self.model, self.prices)
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_trigger(expr: str, timezone: str = "UTC") -> Any:  # -> CronTrigger
+    """An APScheduler trigger for a 5-field crontab line. Weekdays are numbered as in
+    crontab (0 or 7 is Sunday, 1 Monday): APScheduler 3's ``from_crontab`` counts from
+    Monday = 0, so they are turned into day names first."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"got {len(fields)} fields, expected 5")
+    minute, hour, day, month, weekdays = fields
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_crontab_weekdays(weekdays),
+        timezone=timezone,
+    )
+
+
+def _crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field (``1``, ``1-5``, ``*/2``, ``sat,sun``) as day names."""
+    if field == "*":
+        return "*"
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        span, _, step = part.partition("/")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            first, last = (_weekday(d) for d in span.split("-", 1))
+        else:
+            first = _weekday(span)
+            last = 6 if step else first
+        every = int(step) if step.isdigit() else 0 if step else 1
+        if every < 1 or last < first:
+            raise ValueError(f"day of week {part!r} is not a valid range or step")
+        days.update(d % 7 for d in range(first, last + 1, every))
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def _weekday(token: str) -> int:
+    if token.isdigit() and int(token) <= 7:
+        return int(token)
+    if token[:3] in _WEEKDAYS:
+        return _WEEKDAYS.index(token[:3])
+    raise ValueError(f"{token!r} is not a day of the week (0-7 or sun..sat)")
+
+
+class DigestConfig(_Section):
+    """The scheduled digest of the report, posted to a Slack channel and/or a Teams channel."""
+
+    schedule: str = Field(
+        default="0 9 * * 1",
+        description="a 5-field cron line in ``timezone``; default Mondays at 09:00",
+    )
+    timezone: str = Field(default="UTC", description="an IANA time zone, e.g. Europe/Berlin")
+    since: str = Field(
+        default="7d", pattern=r"^\s*\d+\s*[dw]\s*$", description="the days covered, e.g. 7d"
+    )
+    slack_channel: str | None = Field(
+        default=None, min_length=1, description="a Slack channel id (C0123...) to post to"
+    )
+    teams_conversation: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a Teams channel or chat id (19:...@thread.tacv2) to post to",
+    )
+    teams_service_url: str = Field(
+        default="https://smba.trafficmanager.net/teams/",
+        pattern=r"^https?://",
+        description="the Bot Connector address for proactive messages (public cloud default)",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> DigestConfig:
+        try:
+            self.trigger()
+        except ValueError as e:
+            raise ValueError(
+                f"schedule {self.schedule!r} is not a 5-field cron line like '0 9 * * 1' ({e})"
+            ) from None
+        return self
+
+    def trigger(self) -> Any:  # -> apscheduler.triggers.cron.CronTrigger
+        """When the digest is posted (crontab weekday numbers: 1 is Monday)."""
+        return cron_trigger(self.schedule, self.timezone)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.slack_channel or self.teams_conversation)
+
+
+class ReportsConfig(_Section):
+    """Who may open ``/reports``, what the report may show, and the scheduled digest."""
+
+    admin_token: SecretStr | None = Field(
+        default=None, description="write ${ENV_VAR}; Bearer token, ?token= or the login form"
+    )
+    username: str | None = Field(default=None, min_length=1, description="basic auth user")
+    password: SecretStr | None = Field(default=None, description="basic auth password; ${ENV}")
+    redact: Literal["none", "hash", "redact"] = Field(
+        default="none",
+        description="question text and user ids in reports and the digest: shown, replaced by "
+        "a stable short hash, or removed",
+    )
+    hash_key: SecretStr | None = Field(
+        default=None,
+        description="the key of redact: hash; default: a random key kept in "
+        "<data_dir>/reports.key (set it where several machines must agree)",
+    )
+    stale_after_days: int = Field(
+        default=180, ge=1, description="a cited document unchanged for longer is stale"
+    )
+    base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="where people open kbot serve, e.g. https://kbot.example.com; links in "
+        "the digest and in reports written by the CLI point there",
+    )
+    digest: DigestConfig = Field(default_factory=DigestConfig)
+
+    @field_validator("admin_token", "password", "hash_key")
+    @classmethod
+    def _not_blank(cls, v: SecretStr | None) -> SecretStr | None:
+        # An unset ${ENV_VAR:-} must switch the page off, not accept an empty secret.
+        return v if v is None or v.get_secret_value().strip() else None
+
+    @model_validator(mode="after")
+    def _user_and_password(self) -> ReportsConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password (or neither)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether ``/reports`` is served: only with a credential to protect it."""
+        return self.admin_token is not None or self.password is not None
+
+
+class ObservabilityConfig(_Section):
+    """Logs and traces for operators (``/metrics`` needs no settings)."""
+
+    json_logs: bool = Field(
+        default=False,
+        description="log one JSON object per line (ts, level, logger, message, request_id, "
+        "query_id); default: plain text. `kbot --log-json` turns it on too",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="an OTLP/HTTP collector, e.g. http://otel-collector:4318: spans of the "
+        "answer pipeline go to <endpoint>/v1/traces (needs the kbot[otel] extra); default: off",
+    )
+
+
 class KbotConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -314,6 +483,8 @@ class KbotConfig(_Section):
     llm: LLMConfig | None = Field(
         default=None, description="a chat model for generated answers; none: extractive"
     )
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     connectors: list[ConnectorConfig] = Field(default_factory=list)
     # Where this config was read from, for messages.
     source: str = Field(default="<memory>", exclude=True)

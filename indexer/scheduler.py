@@ -2,6 +2,7 @@
 
 Jobs coalesce missed runs and never overlap. All syncs run on one worker thread, so
 there is a single writer to the index even when two connectors fall due together.
+With a channel in ``reports.digest``, the report digest is one more job (``bot.digest``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from config.models import KbotConfig, parse_schedule
+from config.models import KbotConfig, cron_trigger, parse_schedule
 from db.models import utcnow
 from indexer.sync import Indexer, last_successful_run
 
@@ -27,7 +28,7 @@ def trigger_for(schedule: str) -> CronTrigger | IntervalTrigger:
     kind, value = parse_schedule(schedule)
     if kind == "interval":
         return IntervalTrigger(seconds=int(value), timezone="UTC")
-    return CronTrigger.from_crontab(str(value), timezone="UTC")
+    return cron_trigger(str(value))
 
 
 def last_success(indexer: Indexer) -> dict[str, datetime]:
@@ -81,6 +82,10 @@ def build_scheduler(config: KbotConfig, indexer: Indexer, *, blocking: bool) -> 
             replace_existing=True,
             **due,
         )
+    if config.reports.digest.enabled:
+        from bot.digest import schedule_digest  # the bot's job; imported only when configured
+
+        schedule_digest(scheduler, config, indexer.db)
     return scheduler
 
 

@@ -28,6 +28,20 @@ def test_cron_staleness_uses_the_next_fire_time_after_the_last_success():
     assert trigger_for("*/5 * * * *").get_next_fire_time(None, NOW) == NOW
 
 
+def test_cron_weekdays_are_numbered_as_in_crontab():
+    # 1 is Monday and 0 or 7 Sunday, as in crontab (APScheduler 3 alone counts Monday as 0).
+    monday = trigger_for("0 6 * * 1").get_next_fire_time(None, NOW)
+    assert monday.weekday() == 0
+    for sunday in ("0 6 * * 0", "0 6 * * 7", "0 6 * * sun"):
+        assert trigger_for(sunday).get_next_fire_time(None, NOW).weekday() == 6
+    weekdays = trigger_for("0 6 * * 1-5")
+    fire, seen = NOW, set()
+    for _ in range(7):
+        fire = weekdays.get_next_fire_time(None, fire + timedelta(seconds=1))
+        seen.add(fire.weekday())
+    assert seen == {0, 1, 2, 3, 4}
+
+
 def test_scheduler_has_one_non_overlapping_job_per_connector(tmp_path, runtime_factory):
     src = tmp_path / "kb"
     src.mkdir()
