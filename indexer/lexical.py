@@ -41,7 +41,7 @@ class LexicalIndex:
 
     def build(self, ids: list[str], texts: list[str]) -> None:
         """Replace the index with one over ``texts``; readers switch atomically."""
-        import bm25s
+        bm25s = _bm25s()
 
         version = uuid.uuid4().hex
         target = self.folder / version
@@ -68,7 +68,7 @@ class LexicalIndex:
         version = self._read_current()
         if version == self._loaded_version:
             return
-        import bm25s
+        bm25s = _bm25s()
 
         with self._lock:
             if version == self._loaded_version:
@@ -99,3 +99,13 @@ class LexicalIndex:
             for i, s in zip(np.asarray(docs[0]), np.asarray(scores[0]), strict=True)
             if s > 0
         ]
+
+
+def _bm25s():  # -> the bm25s module
+    """bm25s, imported late (it is slow to import). Its import sets its logger to DEBUG,
+    which would print "Building index from tokens" on every sync: it follows the root
+    logger's level instead."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
