@@ -5,6 +5,15 @@ A connector only reads its source. It has three capabilities, mirroring what a s
 - ``load_all()``: every document, for a first or full sync;
 - ``changed_since(t)``: documents created or modified at or after ``t``, for incremental syncs;
 - ``list_ids()``: the ids of all documents that exist now, cheap, so deletions can be pruned.
+
+One more is optional, for sources where reading a few documents by id is cheap (wikis, sites):
+
+- ``load(ids)``: the documents with these ids. Ids that no longer exist are simply not
+  yielded; a document that cannot be read goes to ``problems`` as elsewhere. An incremental
+  sync reads the listed ids it has not indexed yet (new, or failing so far) with it, after
+  ``changed_since``. A connector without it gets ``load_all()`` whenever such ids exist,
+  which is right for sources whose ``changed_since`` can miss a new document (a file
+  copied in with an old modification time).
 """
 
 from __future__ import annotations
@@ -80,7 +89,7 @@ class ConnectorConfig(BaseModel):
 
 @runtime_checkable
 class Connector(Protocol):
-    """What the indexer asks of a source."""
+    """What the indexer asks of a source (and, optionally, ``load(ids)``: see above)."""
 
     type_name: ClassVar[str]
     config: ConnectorConfig

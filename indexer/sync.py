@@ -4,7 +4,10 @@ Per connector:
 1. list the ids that exist now (the pruning capability);
 2. refuse the run if that would delete too much (a source that is down looks empty);
 3. read what changed (everything on a first or full sync), re-chunk and re-embed only
-   documents whose content hash changed, in batches;
+   documents whose content hash changed, in batches. Ids listed but not indexed yet (new, or
+   failing so far) are read by id when the connector can (``load``); otherwise they make
+   the run read everything, since ``changed_since`` can miss them (a file copied in with
+   an old modification time);
 4. delete the chunks of documents that are gone;
 5. record the run in SQL.
 
@@ -18,13 +21,20 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from config.models import KbotConfig
-from connectors import ConnectorConfig, ConnectorError, Document, build_connector
+from connectors import (
+    Connector,
+    ConnectorConfig,
+    ConnectorError,
+    Document,
+    DocumentError,
+    build_connector,
+)
 from db import Database
 from db.models import IndexedDocument, SyncRun, utcnow
 from indexer.chunking import Chunk, Chunker, chunk_id
@@ -200,13 +210,22 @@ class Indexer:
             self._guard(cfg.name, len(known), len(ids), len(gone))
 
         new_ids = ids - set(known)
-        if full or last_ok is None or new_ids or last_ok.signature != self.signature:
-            docs: Iterator[Document] = connector.load_all()
-            total: int | None = len(ids)
-        else:
+        load: Callable[[set[str]], Iterator[Document]] | None = getattr(connector, "load", None)
+        # Problems of the part of the run already read (``changed_since`` before ``load``).
+        problems: list[DocumentError] = []
+        if (
+            not full
+            and last_ok is not None
+            and last_ok.signature == self.signature
+            and (load is not None or not new_ids)
+        ):
             # A small margin covers clock skew and files written while the last run listed.
-            docs = connector.changed_since(last_ok.started_at - timedelta(seconds=2))
-            total = None
+            since = last_ok.started_at - timedelta(seconds=2)
+            docs: Iterator[Document] = self._incremental(connector, since, new_ids, load, problems)
+            total: int | None = None
+        else:
+            docs = connector.load_all()
+            total = len(ids)
         bar = self.progress(cfg.name, total)
         pending: list[tuple[Document, str, list[Chunk]]] = []
         pending_chunks = 0
@@ -230,9 +249,12 @@ class Indexer:
                 self._write(pending, known, result)
         finally:
             bar.close()
-        result.failed = len(connector.problems)
-        result.problems = [str(p) for p in connector.problems]
-        failed_ids = {p.doc_id for p in connector.problems}
+        # ``load`` may start a new problems list or add to the old one: keep each once.
+        listed = {id(p) for p in problems}
+        problems += [p for p in connector.problems if id(p) not in listed]
+        result.failed = len(problems)
+        result.problems = [str(p) for p in problems]
+        failed_ids = {p.doc_id for p in problems}
 
         if gone:
             self._delete(cfg.name, {g: known[g].chunk_count for g in gone})
@@ -245,6 +267,25 @@ class Indexer:
                     select(IndexedDocument.chunk_count).where(IndexedDocument.connector == cfg.name)
                 )
             )
+
+    @staticmethod
+    def _incremental(
+        connector: Connector,
+        since: datetime,
+        new_ids: set[str],
+        load: Callable[[set[str]], Iterator[Document]] | None,
+        problems: list[DocumentError],
+    ) -> Iterator[Document]:
+        """What changed since ``since``, then the listed ids not indexed yet that it did not
+        bring, read by id. Ids ``changed_since`` just failed on are not asked for again."""
+        seen: set[str] = set()
+        for doc in connector.changed_since(since):
+            seen.add(doc.id)
+            yield doc
+        problems += connector.problems
+        rest = new_ids - seen - {p.doc_id for p in problems}
+        if rest and load is not None:
+            yield from load(rest)
 
     def rebuild_lexical(self) -> None:
         """Rebuild the keyword index from what the vector store holds now."""

@@ -391,6 +391,23 @@ def test_unchanged_sitemap_lastmod_is_not_requested_again(site, tmp_path):
     assert sorted(h.path for h in site.hits if h.path.startswith("/docs/")) == sorted(paths)
 
 
+def test_load_reads_the_asked_pages_from_the_walk(site, tmp_path):
+    paths = add_runbooks(site, 4)
+    site.statuses[paths[2]] = 500
+    site.statuses[paths[3]] = 404
+    c = connector(site, tmp_path, retries=0)
+    assert c.list_ids() == {site.url(p) for p in paths[:3]}  # the failing page is kept
+    requests = len(site.hits)
+    wanted = {site.url(p) for p in paths} | {site.url("/docs/never-listed.html")}
+    docs = {d.id: d for d in c.load(wanted)}
+    # The walk already read every page: no request, and only pages that can be read.
+    assert set(docs) == {site.url(paths[0]), site.url(paths[1])}
+    assert "kubectl rollout restart deploy/disk-full" in docs[site.url(paths[0])].text
+    assert len(site.hits) == requests
+    assert [p.doc_id for p in c.problems] == [site.url(paths[2])]
+    assert list(c.load({site.url(paths[1])})) == [docs[site.url(paths[1])]]
+
+
 def test_denied_pages_and_redirects_out_of_scope_are_removed_with_a_reason(site, tmp_path):
     paths = add_runbooks(site, 4)
     site.statuses[paths[0]] = 403
@@ -561,6 +578,25 @@ def test_edit_delete_and_move_between_syncs_are_reflected_exactly(runtime_factor
     state = json.loads((tmp_path / "data" / "web" / "docs.json").read_text())
     assert state["aliases"][memory] == site.url("/docs/mem/memory-leak.html")
     assert state["pages"][site.url("/docs/mem/memory-leak.html")]["redirected_from"] == [memory]
+
+
+def test_a_new_page_is_the_only_page_fetched(runtime_factory, tmp_path, site):
+    paths = add_runbooks(site, 5)
+    for p in paths:
+        site.pages[p].lastmod = "2024-03-01"
+    rt = runtime_factory(make_config(tmp_path, [web(site)]))
+    [first] = rt.indexer.sync()
+    assert first.ok and first.added == 5
+
+    site.page(
+        "/docs/new-page.html", "Load balancer", runbook("Load balancer"), lastmod="2024-03-09"
+    )
+    site.hits.clear()
+    [second] = rt.indexer.sync()
+    assert second.ok, second.error
+    assert (second.added, second.unchanged) == (1, 5)
+    assert [h.path for h in site.hits if h.path.startswith("/docs/")] == ["/docs/new-page.html"]
+    assert "deploy/load-balancer" in indexed(rt)[site.url("/docs/new-page.html")]
 
 
 def test_crawl_sync_reflects_moves_and_deletions(runtime_factory, tmp_path, site):

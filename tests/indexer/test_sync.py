@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
-from connectors import build_connector
+from connectors import REGISTRY, ConnectorConfig, Document, DocumentError, build_connector
 from db.models import IndexedDocument, SyncRun
 from indexer.chunking import Chunker
 from indexer.lock import IndexLockedError, WriterLock
@@ -262,3 +267,178 @@ def test_new_chunk_settings_rechunk_unchanged_sources(runtime_factory, tmp_path,
     assert after == expected_ids(rt2, "rb") and len(after) > len(before)
     [again] = rt2.indexer.sync()
     assert again.unchanged == 20
+
+
+# -- new ids: read by id when the connector can, else everything --------------------------------
+
+LONG_AGO = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@dataclass
+class Source:
+    """An in-memory source: documents, the ids that cannot be read, and the calls it got."""
+
+    docs: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # id -> (text, mtime)
+    broken: set[str] = field(default_factory=set)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+
+SOURCES: dict[str, Source] = {}
+
+
+class MemoryConfig(ConnectorConfig):
+    type: Literal["memory", "memory-by-id"]
+
+
+class MemoryConnector:
+    """A connector without ``load``: like filesystem and git."""
+
+    type_name: ClassVar[str] = "memory"
+
+    def __init__(self, config: MemoryConfig, workdir: Path | None = None):
+        self.config = config
+        self.source = SOURCES[config.name]
+        self.problems: list[DocumentError] = []
+
+    def list_ids(self) -> set[str]:
+        self.source.calls.append(("list_ids",))
+        return set(self.source.docs)
+
+    def load_all(self) -> Iterator[Document]:
+        self.source.calls.append(("load_all",))
+        self.problems = []
+        yield from self._read(sorted(self.source.docs))
+
+    def changed_since(self, since: datetime) -> Iterator[Document]:
+        self.source.calls.append(("changed_since",))
+        self.problems = []
+        yield from self._read(sorted(i for i, (_, t) in self.source.docs.items() if t >= since))
+
+    def _read(self, ids: list[str]) -> Iterator[Document]:
+        for i in ids:
+            if i in self.source.broken:
+                self.problems.append(DocumentError(i, "unreadable"))
+                continue
+            text, mtime = self.source.docs[i]
+            yield Document(self.config.name, i, f"Doc {i}", f"mem://{i}", text, mtime)
+
+
+class LoadingMemoryConnector(MemoryConnector):
+    """The same source, readable by id."""
+
+    type_name: ClassVar[str] = "memory-by-id"
+
+    def load(self, ids: set[str]) -> Iterator[Document]:
+        self.source.calls.append(("load", *sorted(ids)))
+        self.problems = []
+        yield from self._read(sorted(i for i in ids if i in self.source.docs))
+
+
+@pytest.fixture
+def memory(monkeypatch: pytest.MonkeyPatch) -> Source:
+    monkeypatch.setitem(REGISTRY, "memory", (MemoryConfig, MemoryConnector))
+    monkeypatch.setitem(REGISTRY, "memory-by-id", (MemoryConfig, LoadingMemoryConnector))
+    source = Source({k: (f"# Doc {k}\n\nService {k} runbook text.", LONG_AGO) for k in "abc"})
+    monkeypatch.setitem(SOURCES, "mem", source)
+    return source
+
+
+class RecordingProgress:
+    def __init__(self, total: int | None):
+        self.total = total
+        self.n = 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        pass
+
+
+def mem(kind: str) -> dict:
+    return {"name": "mem", "type": kind, "schedule": "1h"}
+
+
+def read_calls(source: Source) -> list[tuple[str, ...]]:
+    return [c for c in source.calls if c[0] != "list_ids"]
+
+
+def test_new_and_failing_ids_are_read_by_id_without_a_full_reread(
+    runtime_factory, tmp_path, memory
+):
+    memory.broken = {"b"}
+    rt = runtime_factory(make_config(tmp_path, [mem("memory-by-id")]))
+    bars: list[RecordingProgress] = []
+
+    def progress(_name: str, total: int | None) -> RecordingProgress:
+        bars.append(RecordingProgress(total))
+        return bars[-1]
+
+    rt.indexer.progress = progress
+    [first] = rt.indexer.sync()
+    assert first.ok and (first.added, first.failed) == (2, 1)
+    assert read_calls(memory) == [("load_all",)]  # a first sync reads everything
+    assert (bars[-1].total, bars[-1].n) == (3, 2)
+
+    now = datetime.now(UTC)
+    memory.calls.clear()
+    memory.docs["a"] = ("# Doc a\n\nEdited: service a moved to zz-cluster.", now)
+    memory.docs["d"] = ("# Doc d\n\nCopied in with its old date.", LONG_AGO)
+    memory.docs["e"] = ("# Doc e\n\nWritten just now.", now)
+    memory.docs["f"] = ("# Doc f\n\nWritten just now, unreadable.", now)
+    memory.broken.add("f")
+    [second] = rt.indexer.sync()
+    assert second.ok, second.error
+    # What changed, then only the unindexed ids it did not bring: the new "d" and the still
+    # failing "b"; not "f", which changed_since just failed on, and no load_all.
+    assert read_calls(memory) == [("changed_since",), ("load", "b", "d")]
+    assert (second.added, second.updated, second.unchanged, second.failed) == (2, 1, 1, 2)
+    assert sorted(second.problems) == ["b: unreadable", "f: unreadable"]
+    assert (bars[-1].total, bars[-1].n) == (None, 3)  # a and e, then d
+
+    memory.calls.clear()
+    memory.broken.clear()  # both readable now, without a new modification time for "b"
+    memory.docs["f"] = (memory.docs["f"][0], LONG_AGO)
+    [third] = rt.indexer.sync()
+    assert read_calls(memory) == [("changed_since",), ("load", "b", "f")]
+    assert (third.added, third.updated, third.unchanged, third.failed) == (2, 0, 4, 0)
+    with rt.db.session() as s:
+        rows = s.scalars(select(IndexedDocument.doc_id).where(IndexedDocument.connector == "mem"))
+        assert set(rows) == set("abcdef")
+    assert {m["doc_id"] for m in rt.indexer.store.collection.get()["metadatas"]} == set("abcdef")
+
+    memory.calls.clear()
+    [fourth] = rt.indexer.sync()
+    assert read_calls(memory) == [("changed_since",)]  # nothing new: no load at all
+    assert (fourth.added, fourth.unchanged) == (0, 6)
+
+
+def test_connectors_without_load_reread_everything_on_new_ids(runtime_factory, tmp_path, memory):
+    rt = runtime_factory(make_config(tmp_path, [mem("memory")]))
+    rt.indexer.sync()
+    memory.calls.clear()
+    memory.docs["d"] = ("# Doc d\n\nCopied in with its old date.", LONG_AGO)
+    [res] = rt.indexer.sync()
+    assert read_calls(memory) == [("load_all",)]
+    assert (res.added, res.unchanged) == (1, 3)
+
+    memory.calls.clear()
+    [res] = rt.indexer.sync()
+    assert read_calls(memory) == [("changed_since",)]
+
+
+def test_a_file_copied_in_with_an_old_mtime_is_indexed(runtime_factory, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"d{i}.md").write_text(f"# Doc {i}\n\nSome text about service {i}.\n")
+    rt = runtime_factory(make_config(tmp_path, [fs("docs", src)]))
+    rt.indexer.sync()
+    copied = src / "copied.md"
+    copied.write_text("# Copied\n\nKept its zz-old modification time.\n")
+    old = LONG_AGO.timestamp()
+    os.utime(copied, (old, old))  # as cp -p, rsync -t or an unpacked archive leave it
+    [res] = rt.indexer.sync()
+    assert res.ok and (res.added, res.unchanged) == (1, 3)
+    got = rt.indexer.store.collection.get(where={"doc_id": "copied.md"})
+    assert any("zz-old" in d for d in got["documents"])
