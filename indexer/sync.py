@@ -309,7 +309,8 @@ class Indexer:
         limit = self.config.indexer.max_delete_fraction
         if now == 0 or (known >= GUARD_MIN_DOCS and gone > limit * known):
             raise SyncRefused(
-                f"refused: the source now lists {now} documents where the index has {known}, "
+                f"refused: connector {name!r} now lists {now} documents where the index has "
+                f"{known}, "
                 f"so {gone} would be deleted (over {limit:.0%}). The source may be down or "
                 "misconfigured; the index was left as it was. If the deletion is intended, "
                 "run `kbot sync --allow-mass-delete`."
