@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Literal
@@ -71,6 +71,8 @@ USER_AGENT = f"kbot/{_VERSION} (+https://github.com/kbot)"
 # Bump when extraction changes: the mirror's texts are then re-fetched, not trusted.
 EXTRACTOR_VERSION = 1
 STATE_FORMAT = 1
+# How long the mirror keeps a page that stopped being listed or served.
+KEEP_GONE = timedelta(days=7)
 MAX_REDIRECTS = 10
 MAX_SITEMAP_BYTES = 50 * 1024 * 1024  # the sitemaps protocol's own limit, uncompressed
 MAX_SITEMAP_FILES = 1000
@@ -642,9 +644,20 @@ class WebConnector:
         return self._document(o.id, o.entry)
 
     def _finish(self) -> None:
-        """Save the mirror: validators and texts of every page that exists now."""
+        """Save the mirror: validators and texts of every page that exists now, and for
+        ``KEEP_GONE`` of the pages that disappeared, so a sitemap that lists too little for
+        a run (a broken deploy the mass-deletion guard refused) costs no re-download."""
         self._done = True
         pages = {k: v for k, v in self._pages.items() if k in self._live}
+        for entry in pages.values():
+            entry.pop("gone_at", None)
+        now = datetime.now(UTC)
+        for k, v in self._prev_pages.items():
+            if k in pages:
+                continue
+            gone_at = datetime.fromisoformat(v.get("gone_at") or now.isoformat())
+            if now - gone_at < KEEP_GONE:
+                pages[k] = {**v, "gone_at": gone_at.isoformat()}
         aliases = {k: v for k, v in self._aliases.items() if v in pages}
         state = {
             "format": STATE_FORMAT,

@@ -364,3 +364,23 @@ def test_a_failing_wiki_does_not_stop_a_filesystem_sync(
     assert keyword_hits(rt, "zzfreezemarker") == {"notes:deploys.md:0"}
     assert keyword_hits(rt, "zzvpnmarker") == set()
     assert len(keyword_hits(rt, marker(SERVICES[0]))) == 1
+
+
+def test_a_refused_web_sync_costs_no_re_download_once_the_sitemap_recovers(
+    runtime_factory, tmp_path
+):
+    with ExitStack() as stack:
+        web = WebSource(stack)
+        rt = runtime_factory(make_config(tmp_path, [web.block()]))
+        assert rt.indexer.sync()[0].ok
+        web.keep_only(1)
+        [refused] = rt.indexer.sync()
+        assert not refused.ok and "refused" in refused.error
+        web.site.listed = None  # the next deploy fixes the sitemap
+        [back] = rt.indexer.sync()
+        assert back.ok, back.error
+        assert counts(back) == (0, 0, 0, PAGES, 0)
+        # Every page was asked for with its validators and answered 304 Not Modified.
+        last = [web.site.requests_for(p)[-1] for p in web.paths]
+        assert all("if-none-match" in h.headers for h in last)
+        assert [h.status for h in last] == [304] * PAGES
