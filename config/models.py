@@ -110,7 +110,7 @@ class IndexerConfig(_Section):
 
 
 class AnsweringConfig(_Section):
-    top_k: int = Field(default=15, ge=1, le=50, description="chunks given to the answerer")
+    top_k: int = Field(default=25, ge=1, le=50, description="chunks given to the answerer")
     min_score: float = Field(
         default=0.45, ge=0, le=1, description="below this best similarity the bot abstains"
     )
