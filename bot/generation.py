@@ -27,6 +27,7 @@ from typing import Any
 from bot.answering import Answer, Citation, Usage
 from config import ConfigError
 from config.models import LLMConfig, ModelPrice
+from connectors.http import retry_after_seconds
 from db import Database
 from indexer.chunking import Chunk
 from indexer.lexical import LexicalIndex
@@ -283,11 +284,7 @@ def classify(error: BaseException) -> tuple[str, bool, float | None]:
 def _retry_after(error: BaseException) -> float | None:
     response = getattr(error, "response", None)
     headers = getattr(response, "headers", None) or {}
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date: rare from model APIs; use the backoff instead
-        return None
+    return retry_after_seconds(headers.get("retry-after"))
 
 
 class Generator:

@@ -61,6 +61,7 @@ from bot.teams_cards import (
 )
 from config.loader import ConfigError
 from config.models import TeamsConfig
+from connectors.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -506,10 +507,7 @@ def _status(e: HttpOperationError) -> int:
 
 def _retry_after(e: HttpOperationError) -> float | None:
     headers = getattr(e.response, "headers", None) or {}
-    try:
-        return max(0.0, float(headers.get("Retry-After")))
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(headers.get("Retry-After"))
 
 
 # -- the HTTP endpoint --------------------------------------------------------------------

@@ -31,8 +31,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit
@@ -42,19 +40,12 @@ from bs4 import BeautifulSoup, Tag
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError
+from connectors.http import USER_AGENT, retry_after_seconds
 from connectors.parsing import MAX_FILE_BYTES, html_to_markdown
 
 log = logging.getLogger(__name__)
 
 
-def _kbot_version() -> str:
-    try:
-        return version("kbot")
-    except PackageNotFoundError:
-        return "0"
-
-
-USER_AGENT = f"kbot/{_kbot_version()} (+https://github.com/kbot)"
 SEP = " › "
 # CQL reads a date in the timezone of the account (Cloud) or server (Data Center), which the
 # connector cannot know, and the two clocks may disagree: ask for a day more. Re-reading a
@@ -239,7 +230,7 @@ class _Api:
                     return None  # Confluence's own "not found", not a wrong address
                 self._raise_for_status(r, where)
                 failure = f"HTTP {r.status_code}"
-                after = retry_after(r.headers.get("Retry-After"))
+                after = retry_after_seconds(r.headers.get("Retry-After"))
             if attempt == c.max_retries:
                 raise self.fail(
                     f"GET {where} at {self.root} failed after {attempt + 1} attempt(s): {failure}"
@@ -333,24 +324,6 @@ class _Api:
 
     def close(self) -> None:
         self.client.close()
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), if it says."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _is_json(r: httpx.Response) -> bool:

@@ -29,7 +29,6 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit
@@ -48,14 +47,12 @@ from mwparserfromhell.wikicode import Wikicode
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError
+from connectors.http import retry_after_seconds, user_agent
 
 log = logging.getLogger(__name__)
 
-try:
-    _VERSION = version("kbot")
-except PackageNotFoundError:  # running from a checkout that was never installed
-    _VERSION = "0"
-USER_AGENT = f"kbot/{_VERSION} (+https://github.com/kbot; mediawiki connector)"
+# Wiki operators ask API clients to say which tool they are.
+USER_AGENT = user_agent("mediawiki connector")
 
 # Pages per content request: the API's limit for titles/pageids without the apihighlimits
 # right (bots get 500, but 50 keeps each response small).
@@ -276,12 +273,7 @@ def _parse_timestamp(value: str) -> datetime:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After: N`` header; HTTP dates are rare from wikis, ignored."""
-    raw = response.headers.get("Retry-After", "").strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:

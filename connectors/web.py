@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -58,15 +57,11 @@ from bs4 import BeautifulSoup, Tag
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError
+from connectors.http import USER_AGENT, retry_after_seconds
 from connectors.parsing import MAX_FILE_BYTES, html_to_markdown, parse_markdown
 
 log = logging.getLogger(__name__)
 
-try:
-    _VERSION = metadata.version("kbot")
-except metadata.PackageNotFoundError:  # running from a checkout that was never installed
-    _VERSION = "0"
-USER_AGENT = f"kbot/{_VERSION} (+https://github.com/kbot)"
 
 # Bump when extraction changes: the mirror's texts are then re-fetched, not trusted.
 EXTRACTOR_VERSION = 1
@@ -374,22 +369,6 @@ class _Throttle:
             _sleep(start - now)
 
 
-def retry_after_s(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 class _Http:
     """Throttled GETs with retries, manual redirects and the site's headers on its own origin.
 
@@ -437,7 +416,7 @@ class _Http:
                 if resp.status not in TRANSIENT_STATUSES:
                     return resp
                 reason = f"{resp.status} {resp.reason}".strip()
-                asked = retry_after_s(resp.headers.get("retry-after"))
+                asked = retry_after_seconds(resp.headers.get("retry-after"))
                 if asked is not None:
                     wait = min(asked, c.max_retry_wait_s)
             if attempt < c.retries:

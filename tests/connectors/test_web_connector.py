@@ -23,6 +23,7 @@ from sqlalchemy import select
 from config import ConfigError
 from connectors import build_connector
 from connectors.base import ConnectorError
+from connectors.http import retry_after_seconds
 from connectors.web import (
     USER_AGENT,
     WebConfig,
@@ -30,7 +31,6 @@ from connectors.web import (
     extract_page,
     normalize_url,
     parse_sitemap,
-    retry_after_s,
 )
 from db.models import SyncRun
 from tests.conftest import make_config
@@ -190,10 +190,14 @@ def test_normalize_url():
 
 
 def test_retry_after_accepts_seconds_and_dates():
-    assert retry_after_s("7") == 7.0
+    assert retry_after_seconds("7") == 7.0
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
-    assert 80 <= (retry_after_s(later) or 0) <= 91
-    assert retry_after_s("soon") is None and retry_after_s(None) is None
+    assert 80 <= (retry_after_seconds(later) or 0) <= 91
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+    # The forms the other HTTP clients met: fractions, nonsense below zero, past dates.
+    assert retry_after_seconds(" 1.5 ") == 1.5 and retry_after_seconds("-3") == 0.0
+    past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+    assert retry_after_seconds(past) == 0.0 and retry_after_seconds("  ") is None
 
 
 # ---------------------------------------------------------------- extraction
