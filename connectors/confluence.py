@@ -100,7 +100,7 @@ class ConfluenceConfig(ConnectorConfig):
     max_retries: int = Field(
         default=3, ge=0, le=10, description="retries after a timeout, a 429 or a 5xx"
     )
-    retry_backoff_s: float = Field(
+    backoff_s: float = Field(
         default=1.0, ge=0, le=60, description="the first wait before a retry, doubled each time"
     )
     retry_max_wait_s: float = Field(
@@ -235,9 +235,7 @@ class _Api:
                 raise self.fail(
                     f"GET {where} at {self.root} failed after {attempt + 1} attempt(s): {failure}"
                 )
-            wait = min(
-                c.retry_backoff_s * 2**attempt if after is None else after, c.retry_max_wait_s
-            )
+            wait = min(c.backoff_s * 2**attempt if after is None else after, c.retry_max_wait_s)
             log.info("confluence %s: GET %s: %s; retrying in %.1f s", c.name, where, failure, wait)
             sleep(wait)
         raise AssertionError("unreachable")

@@ -154,13 +154,13 @@ class WebConfig(ConnectorConfig):
         default=0.25, ge=0, le=60, description="at least this long between two requests"
     )
     timeout_s: float = Field(default=20, gt=0, le=300, description="per request")
-    retries: int = Field(
+    max_retries: int = Field(
         default=3, ge=0, le=10, description="retries after a 5xx, 429, timeout or lost connection"
     )
     backoff_s: float = Field(
         default=1.0, ge=0, le=60, description="the first retry's wait; doubled each retry"
     )
-    max_retry_wait_s: float = Field(
+    retry_max_wait_s: float = Field(
         default=60, ge=0, le=3600, description="the longest wait before one retry (Retry-After)"
     )
     max_consecutive_failures: int = Field(
@@ -404,8 +404,8 @@ class _Http:
         """GET with retries; raises _Unreachable, _LeavesScope or _BadRedirect."""
         c = self.config
         reason = ""
-        for attempt in range(c.retries + 1):
-            wait = min(c.backoff_s * 2**attempt, c.max_retry_wait_s)
+        for attempt in range(c.max_retries + 1):
+            wait = min(c.backoff_s * 2**attempt, c.retry_max_wait_s)
             try:
                 resp = self._follow(url, conditional or {}, in_scope, max_bytes)
             except httpx.TimeoutException:
@@ -418,11 +418,11 @@ class _Http:
                 reason = f"{resp.status} {resp.reason}".strip()
                 asked = retry_after_seconds(resp.headers.get("retry-after"))
                 if asked is not None:
-                    wait = min(asked, c.max_retry_wait_s)
-            if attempt < c.retries:
+                    wait = min(asked, c.retry_max_wait_s)
+            if attempt < c.max_retries:
                 log.debug("%s: %s; retry %d in %.2fs", url, reason, attempt + 1, wait)
                 _sleep(wait)
-        tries = c.retries + 1
+        tries = c.max_retries + 1
         raise _Unreachable(f"{reason} ({tries} {'try' if tries == 1 else 'tries'})")
 
     def _follow(

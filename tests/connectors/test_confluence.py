@@ -358,12 +358,12 @@ def test_429_retry_after_is_honoured_and_capped(cloud, tmp_path, waits):
 
 def test_5xx_is_retried_with_backoff_then_fails_clearly(cloud, tmp_path, waits):
     cloud.fail(503, times=2)
-    c = connector(cloud_block(cloud, retry_backoff_s=0.5), tmp_path)
+    c = connector(cloud_block(cloud, backoff_s=0.5), tmp_path)
     assert len(c.list_ids()) == 6
     assert waits == [0.5, 1.0]
     cloud.down = 502
     with pytest.raises(ConnectorError) as e:
-        connector(cloud_block(cloud, max_retries=2, retry_backoff_s=0.5), tmp_path).list_ids()
+        connector(cloud_block(cloud, max_retries=2, backoff_s=0.5), tmp_path).list_ids()
     assert str(e.value) == (
         f"Confluence connector 'wiki': GET /wiki/api/v2/spaces at {cloud.site} failed "
         "after 3 attempt(s): HTTP 502"
@@ -614,7 +614,7 @@ def test_load_reads_pages_by_id_within_the_configured_spaces(cloud, tmp_path):
 
 def test_source_down_keeps_the_index_and_records_the_failure(runtime_factory, tmp_path, cloud):
     t = tree(cloud)
-    rt = runtime_factory(make_config(tmp_path, [cloud_block(cloud, retry_backoff_s=0)]))
+    rt = runtime_factory(make_config(tmp_path, [cloud_block(cloud, backoff_s=0)]))
     [first] = rt.indexer.sync()
     assert first.ok and first.added == 6
     before = set(stored(rt)["ids"])

@@ -399,7 +399,7 @@ def test_load_reads_the_asked_pages_from_the_walk(site, tmp_path):
     paths = add_runbooks(site, 4)
     site.statuses[paths[2]] = 500
     site.statuses[paths[3]] = 404
-    c = connector(site, tmp_path, retries=0)
+    c = connector(site, tmp_path, max_retries=0)
     assert c.list_ids() == {site.url(p) for p in paths[:3]}  # the failing page is kept
     requests = len(site.hits)
     wanted = {site.url(p) for p in paths} | {site.url("/docs/never-listed.html")}
@@ -444,7 +444,7 @@ def test_timeouts_are_retried_then_the_page_is_kept(site, tmp_path):
     c = connector(site, tmp_path)
     assert len(list(c.load_all())) == 2
     site.hanging.add(paths[1])
-    c = connector(site, tmp_path, timeout_s=0.2, retries=1)
+    c = connector(site, tmp_path, timeout_s=0.2, max_retries=1)
     assert c.list_ids() == {site.url(p) for p in paths}
     assert [d.id for d in c.load_all()] == [site.url(paths[0])]
     [problem] = c.problems
@@ -457,7 +457,7 @@ def test_a_site_failing_page_after_page_is_down(site, tmp_path):
     connector(site, tmp_path).list_ids()
     for p in paths:
         site.statuses[p] = 503
-    c = connector(site, tmp_path, retries=0, max_consecutive_failures=3)
+    c = connector(site, tmp_path, max_retries=0, max_consecutive_failures=3)
     with pytest.raises(ConnectorError, match="3 pages in a row could not be read.*looks down"):
         c.list_ids()
     # It stopped there: the last pages were never requested.
@@ -636,7 +636,7 @@ def test_crawl_sync_reflects_moves_and_deletions(runtime_factory, tmp_path, site
 
 def test_source_down_keeps_the_index_and_records_the_failure(runtime_factory, tmp_path, site):
     add_runbooks(site, 5)
-    rt = runtime_factory(make_config(tmp_path, [web(site, timeout_s=0.2, retries=1)]))
+    rt = runtime_factory(make_config(tmp_path, [web(site, timeout_s=0.2, max_retries=1)]))
     [ok] = rt.indexer.sync()
     assert ok.ok
     before = indexed(rt)
@@ -665,7 +665,7 @@ def test_source_down_keeps_the_index_and_records_the_failure(runtime_factory, tm
 
 def test_a_failing_page_keeps_its_old_version(runtime_factory, tmp_path, site):
     paths = add_runbooks(site, 3)
-    rt = runtime_factory(make_config(tmp_path, [web(site, retries=2)]))
+    rt = runtime_factory(make_config(tmp_path, [web(site, max_retries=2)]))
     rt.indexer.sync()
     old = indexed(rt)[site.url(paths[1])]
 
@@ -765,12 +765,12 @@ def test_429_is_honoured_with_retry_after(runtime_factory, tmp_path, site, clock
     assert [h.status for h in site.requests_for("/sitemap.xml")] == [429, 200]
     assert sorted(clock.waits) == [3.0, 7.0]
 
-    # A Retry-After beyond max_retry_wait_s is capped; still limited after every retry,
+    # A Retry-After beyond retry_max_wait_s is capped; still limited after every retry,
     # the page keeps its indexed version.
     clock.waits.clear()
     site.rate_limits[paths[2]] = ["3600"] * 3
     rt.close()
-    rt = runtime_factory(make_config(tmp_path, [web(site, retries=2, max_retry_wait_s=30)]))
+    rt = runtime_factory(make_config(tmp_path, [web(site, max_retries=2, retry_max_wait_s=30)]))
     [res] = rt.indexer.sync()
     assert res.ok and res.failed == 1 and "429" in res.problems[0]
     assert clock.waits == [30.0, 30.0]

@@ -88,7 +88,7 @@ class WebSource:
             "schedule": "1h",
             "sitemap_url": self.site.url("/sitemap.xml"),
             "delay_s": 0,
-            "retries": 1,
+            "max_retries": 1,
             "timeout_s": 5,
         }
 
@@ -135,7 +135,7 @@ class ConfluenceSource:
             "api_token": CLOUD_API_TOKEN,
             "schedule": "1h",
             "max_retries": 1,
-            "retry_backoff_s": 0,
+            "backoff_s": 0,
             "timeout_s": 5,
         }
 
