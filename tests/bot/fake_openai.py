@@ -94,6 +94,17 @@ class FakeOpenAI:
             status=step.status, text=body, content_type="application/json", headers=step.headers
         )
 
+    def llm_section(self, **overrides: Any) -> dict[str, Any]:
+        """An ``llm:`` config section that talks to this fake, without retries."""
+        return {
+            "provider": "openai_compatible",
+            "model": "gpt-4o-mini",
+            "base_url": self.url,
+            "api_key": "sk-test-not-a-secret",
+            "max_retries": 0,
+            **overrides,
+        }
+
     def prompt(self, i: int = -1) -> tuple[str, str]:
         """(system, user) message texts of request ``i``."""
         messages = self.requests[i]["messages"]

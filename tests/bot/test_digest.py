@@ -24,7 +24,6 @@ from bot.digest import send_digest
 from config.models import DigestConfig, KbotConfig, ReportsConfig
 from indexer.scheduler import build_scheduler
 from tests.bot import teams_fakes as teams
-from tests.bot.fake_openai import FakeOpenAI, fake_openai
 from tests.bot.fake_slack import BOT_TOKEN, FakeSlack
 from tests.bot.servers import serve
 from tests.bot.test_report import Seeded, database_url, seeded
@@ -47,12 +46,6 @@ APP_ENV = (
 class Places:
     slack: FakeSlack
     teams: teams.Connector
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[FakeOpenAI]:
-    with fake_openai() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -86,15 +86,7 @@ def fake(setup: Setup) -> FakeOpenAI:
 
 
 def llm(fake: FakeOpenAI, **overrides: Any) -> dict[str, Any]:
-    return {
-        "provider": "openai_compatible",
-        "model": "gpt-4o-mini",
-        "base_url": fake.url,
-        "api_key": "sk-test-not-a-secret",
-        "timeout_s": 10,
-        "max_retries": 0,
-        **overrides,
-    }
+    return fake.llm_section(**{"timeout_s": 10, **overrides})
 
 
 @pytest.fixture

@@ -198,13 +198,7 @@ def test_a_configured_secret_never_appears_in_the_logs(
         config = parse_config(
             {
                 "storage": {"data_dir": str(tmp_path / "data")},
-                "llm": {
-                    "provider": "openai_compatible",
-                    "model": "gpt-4o-mini",
-                    "base_url": fake.url,
-                    "api_key": "${KBOT_TEST_LLM_KEY}",
-                    "max_retries": 0,
-                },
+                "llm": fake.llm_section(api_key="${KBOT_TEST_LLM_KEY}"),
                 "connectors": [runbook_connector(kb)],
             },
             source="test.yaml",

@@ -219,14 +219,7 @@ def test_model_calls_tokens_and_cost(tmp_path, database_url, runtime_factory) ->
                 completion_tokens=60,
             )
         ]
-        llm = {
-            "provider": "openai_compatible",
-            "model": "gpt-4o-mini",
-            "base_url": fake.url,
-            "api_key": "sk-test-not-a-secret",
-            "max_retries": 0,
-            "cache": False,
-        }
+        llm = fake.llm_section(cache=False)
         config, _ = configure(tmp_path, database_url, llm=llm)
         worker_sync(config)
         rt = runtime_factory(config)

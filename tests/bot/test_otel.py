@@ -66,14 +66,7 @@ def fake() -> Iterator[FakeOpenAI]:
 def llm_runtime(tmp_path: Path, database_url: str | None, fake: FakeOpenAI, factory) -> Runtime:
     kb = write_runbooks(tmp_path / "kb")
     storage = {"data_dir": str(tmp_path / "data"), "database_url": database_url}
-    llm = {
-        "provider": "openai_compatible",
-        "model": "gpt-4o-mini",
-        "base_url": fake.url,
-        "api_key": "sk-test-not-a-secret",
-        "max_retries": 0,
-        "cache": False,
-    }
+    llm = fake.llm_section(cache=False)
     rt = factory(make_config(tmp_path, [runbook_connector(kb)], storage=storage, llm=llm))
     [result] = rt.indexer.sync()
     assert result.ok, result.error

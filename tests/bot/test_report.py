@@ -33,7 +33,7 @@ from bot.report import (
 from bot.runtime import Runtime
 from bot.web import create_app
 from db.models import utcnow
-from tests.bot.fake_openai import FakeOpenAI, completion, fake_openai
+from tests.bot.fake_openai import FakeOpenAI, completion
 from tests.bot.servers import ROTATE_DOC, runbook_connector, send, serve, write_runbooks
 from tests.conftest import make_config, pg_schema
 
@@ -114,14 +114,7 @@ def seeded(
         folder,
         [runbook_connector(knowledge(folder / "kb"))],
         storage={"data_dir": str(folder / "data"), "database_url": db_url},
-        llm={
-            "provider": "openai_compatible",
-            "model": "gpt-4o-mini",
-            "base_url": llm.url,
-            "api_key": SECRETS["api_key"],
-            "cache": False,
-            "max_retries": 0,
-        },
+        llm=llm.llm_section(api_key=SECRETS["api_key"], cache=False),
         reports={"stale_after_days": 180, **(reports or {})},
     )
     rt = Runtime(config)
@@ -145,12 +138,6 @@ def seeded(
             yield s
     finally:
         rt.close()
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[FakeOpenAI]:
-    with fake_openai() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -22,7 +22,6 @@ import pytest
 from bot.runtime import Runtime
 from bot.web import create_app
 from config.models import ReportsConfig
-from tests.bot.fake_openai import FakeOpenAI, fake_openai
 from tests.bot.servers import serve
 from tests.bot.test_report import DISK_DOC, DISK_Q, ROTATE_Q, Seeded, database_url, seeded
 
@@ -64,12 +63,6 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[FakeOpenAI]:
-    with fake_openai() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
