@@ -226,9 +226,12 @@ class AnsweringService:
             for h in hits
         ]
         context = [h.chunk for h in hits]
+        # Each document's retrieved chunks, best-ranked first; documents in rank order.
+        docs: dict[tuple[str, str], list[Chunk]] = {}
         best_per_doc: dict[tuple[str, str], ScoredChunk] = {}
         for h in hits:
-            best_per_doc.setdefault((h.chunk.connector, h.chunk.doc_id), h)
+            docs.setdefault(_doc(h.chunk), []).append(h.chunk)
+            best_per_doc.setdefault(_doc(h.chunk), h)
         ranked = list(best_per_doc.values())  # hits are best first, so this is too
 
         # Confidence: how close the best retrieved passage is in meaning. Keyword overlap
@@ -258,7 +261,7 @@ class AnsweringService:
         # A question asking for an amount is answered only by sources that state one.
         kind = answer_type.expected(question)
         if kind and not any(
-            answer_type.supplies(kind, c.text) for h in chosen for c in _doc_chunks(hits, h)
+            answer_type.supplies(kind, c.text) for h in chosen for c in docs[_doc(h.chunk)]
         ):
             cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
             text = (
@@ -270,15 +273,15 @@ class AnsweringService:
         idf = idf_from([h.chunk.text for h in hits])
         parts = []
         for i, h in enumerate(chosen, 1):
-            own = _doc_chunks(hits, h)
+            own = docs[_doc(h.chunk)]
             budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
-            passage = select_from_sections(_sections(hits, h), question, budget, idf)
+            passage = select_from_sections(_sections(own), question, budget, idf)
             label = h.chunk.heading if len(own) == 1 else h.chunk.title
             paths = {p for c in own for p in c.heading_path}
             lead = "From" if i == 1 else "Also see"
             parts.append(f"{lead} **{label}** [{i}]:\n\n{tidy_headings(passage, paths)}")
         cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
-        context = _context(question, hits, chosen, ranked, idf)
+        context = _context(question, context, docs, chosen, ranked, idf)
         return Answer(
             qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved, context=context
         )
@@ -320,26 +323,22 @@ def _unknown_names(question: str, hits: list[ScoredChunk]) -> list[str]:
     return [n for n in names if stem(n.lower()) not in seen]
 
 
-def _doc_chunks(hits: list[ScoredChunk], best: ScoredChunk) -> list[Chunk]:
-    """All of the best document's retrieved chunks, in document order: a runbook often
-    spreads its answer over several sections (diagnosis, then mitigation)."""
-    key = (best.chunk.connector, best.chunk.doc_id)
-    own = {h.chunk.index: h.chunk for h in hits if (h.chunk.connector, h.chunk.doc_id) == key}
-    return [own[i] for i in sorted(own)]
+def _doc(chunk: Chunk) -> tuple[str, str]:
+    return (chunk.connector, chunk.doc_id)
 
 
-def _sections(hits: list[ScoredChunk], best: ScoredChunk) -> list[tuple[str, int]]:
-    """The best document's retrieved chunks in document order, each with its rank among
-    them (0 for the best-ranked), for passage selection."""
-    key = (best.chunk.connector, best.chunk.doc_id)
-    own = [h.chunk for h in hits if (h.chunk.connector, h.chunk.doc_id) == key]
-    rank = {c.index: r for r, c in enumerate(own)}  # hits are best first
-    return [(c.text, rank[c.index]) for c in sorted(own, key=lambda c: c.index)]
+def _sections(own: list[Chunk]) -> list[tuple[str, int]]:
+    """A document's retrieved chunks (given best-ranked first) in document order, each with
+    its rank among them, for passage selection: a runbook often spreads its answer over
+    several sections (diagnosis, then mitigation)."""
+    ranked = sorted(enumerate(own), key=lambda rc: rc[1].index)
+    return [(c.text, rank) for rank, c in ranked]
 
 
 def _context(
     question: str,
-    hits: list[ScoredChunk],
+    retrieved: list[Chunk],
+    docs: dict[tuple[str, str], list[Chunk]],
     chosen: list[ScoredChunk],
     ranked: list[ScoredChunk],
     idf: dict[str, float],
@@ -348,11 +347,11 @@ def _context(
     its retrieved chunks to the question (the first at length), then the best chunk of
     the next documents, then the rest of what was retrieved."""
     out: list[Chunk] = []
-    docs = chosen + [h for h in ranked if h not in chosen][: max(0, CONTEXT_PASSAGES - len(chosen))]
-    for i, h in enumerate(docs):
-        sections = _sections(hits, h) if h in chosen else [(h.chunk.text, 0)]
+    more = [h for h in ranked if h not in chosen][: max(0, CONTEXT_PASSAGES - len(chosen))]
+    for i, h in enumerate(chosen + more):
+        sections = _sections(docs[_doc(h.chunk)]) if h in chosen else [(h.chunk.text, 0)]
         budget = CONTEXT_FIRST_CHARS if i == 0 else CONTEXT_OTHER_CHARS
         text = select_from_sections(sections, question, budget, idf)
         out.append(replace(h.chunk, text=text))
-    covered = {(c.connector, c.doc_id) for c in out}
-    return out + [h.chunk for h in hits if (h.chunk.connector, h.chunk.doc_id) not in covered]
+    covered = {_doc(c) for c in out}
+    return out + [c for c in retrieved if _doc(c) not in covered]
