@@ -72,22 +72,15 @@ SECTION_WEIGHT = 2.0
 CODE_WEIGHT = 2.0
 
 
-def select_passage(
-    text: str, question: str, budget: int, idf: dict[str, float] | None = None
-) -> str:
-    """The most relevant blocks of ``text`` within about ``budget`` characters, in order."""
-    return select_from_sections([(text, None)], question, budget, idf)
-
-
 def select_from_sections(
-    sections: Sequence[tuple[str, int | None]],
+    sections: Sequence[tuple[str, int]],
     question: str,
     budget: int,
     idf: dict[str, float] | None = None,
 ) -> str:
     """The most relevant blocks of ``sections`` within about ``budget`` characters, kept in
     document order. Each section is ``(text, rank)``: ``rank`` 0 is the document's
-    best-ranked section, None one that was not ranked; a block's score adds its
+    best-ranked section; a block's score adds its
     section's ``SECTION_WEIGHT / (1 + rank)`` to its own word overlap with the question."""
     whole = "\n\n".join(t for t, _ in sections)
     if len(whole) <= budget:
@@ -99,7 +92,7 @@ def select_from_sections(
             if b in bs:
                 continue
             bs.append(b)
-            lift.append(0.0 if rank is None else SECTION_WEIGHT / (1 + rank))
+            lift.append(SECTION_WEIGHT / (1 + rank))
     # Runbook answers are mostly commands and names, which docs mark up as code.
     lift = [x + (CODE_WEIGHT if "`" in b else 0.0) for x, b in zip(lift, bs, strict=True)]
     q = set(terms(question))
