@@ -10,7 +10,7 @@ import pytest
 import config
 from config import ConfigError, load_config, parse_schedule
 from config.loader import DEFAULT_PATH, config_path
-from config.models import BUNDLED_MODEL
+from config.models import BUNDLED_MODEL, AnsweringConfig, IndexerConfig, RetrievalConfig
 from connectors import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,6 +113,18 @@ def test_shipped_config_loads_and_points_at_the_bundled_knowledge():
     assert sample.path == REPO / "knowledge"
     assert any(sample.path.rglob("*.md"))
     parse_schedule(sample.schedule)
+
+
+def test_shipped_config_keeps_the_measured_defaults():
+    """The values the shipped file spells out are the defaults `kbot eval` measured: a
+    number copied into it must not drift from the one the evaluation chose."""
+    shipped = load_config(REPO / "config" / "kbot.yaml", env={})
+    for section, model in (
+        ("answering", AnsweringConfig),
+        ("indexer", IndexerConfig),
+        ("retrieval", RetrievalConfig),
+    ):
+        assert getattr(shipped, section) == model(), section
 
 
 def test_package_exports():
