@@ -111,7 +111,7 @@ class Chunker:
     """Splits documents into chunks of about ``chunk_size`` characters."""
 
     # Bump when the chunking logic changes: stored documents are then re-chunked.
-    VERSION = 3
+    VERSION = 4
 
     def __init__(self, chunk_size: int = 1000, chunk_overlap: int = 100):
         self.chunk_size = chunk_size
@@ -135,7 +135,8 @@ class Chunker:
                 if pending:
                     pieces.append((pending.path, pending.text))
                     pending = None
-                pieces.extend((sec.path, t) for t in self.splitter.split_text(sec.text))
+                split = _mend(sec.text, self.splitter.split_text(sec.text))
+                pieces.extend((sec.path, t) for t in split)
             elif pending and len(pending.text) + 2 + len(sec.text) <= self.chunk_size:
                 pending = _Section(
                     _common(pending.path, sec.path), pending.text + "\n\n" + sec.text
@@ -162,6 +163,54 @@ class Chunker:
             )
             for i, (path, text) in enumerate(p for p in pieces if p[1].strip())
         ]
+
+
+def _mend(text: str, pieces: list[str]) -> list[str]:
+    """``pieces`` of ``text`` (the splitter's output) made readable on their own.
+
+    - A piece's overlap with the one before starts at a line or sentence, not mid-word:
+      "values (requests values)." quoted alone answers nothing. Only text the previous
+      piece already holds is dropped.
+    - A code block cut in two is closed again. Otherwise one piece keeps an unclosed
+      fence and the next starts inside code, its closing fence read as an opening one,
+      and everything after it shows (and is quoted) as code. A piece that starts inside
+      a block reopens it with the block's own fence line (its language tag kept); one
+      that ends inside a block closes it.
+    """
+    out: list[str] = []
+    cursor = prev_end = 0
+    for piece in pieces:
+        start = text.find(piece, cursor)
+        if start < 0:  # not verbatim (the splitter strips; never seen): keep it as it is
+            out.append(piece)
+            continue
+        cursor = start + 1
+        if start < prev_end and start > 0 and text[start - 1] != "\n":
+            overlap = text[start : prev_end + 1]  # up to the break right after it
+            cut = min((i for i in (overlap.find("\n"), overlap.find(". ")) if i >= 0), default=-1)
+            if cut >= 0:
+                skip = cut + 1 if overlap[cut] == "\n" else cut + 2
+                piece, start = piece[skip:].lstrip(), start + skip
+        prev_end = max(prev_end, start + len(piece))
+        opening = _open_fence(text[:start])
+        lines = piece.split("\n")
+        if opening is not None:
+            # A piece that starts with the block's closing fence just drops it.
+            lines = lines[1:] if _FENCE.match(lines[0]) else [opening, *lines]
+        end = _open_fence("\n".join(lines))
+        if end is not None:
+            lines.append(re.match(r"\s*(`{3,}|~{3,})", end).group(1))
+        out.append("\n".join(lines).strip("\n"))
+    return [p for p in out if p.strip()]
+
+
+def _open_fence(text: str) -> str | None:
+    """The fence line of the code block ``text`` ends inside, or None."""
+    opening = None
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            opening = None if opening is not None else line.strip()
+    return opening
 
 
 def _is_bare_heading(text: str) -> bool:

@@ -104,3 +104,47 @@ def test_empty_document_has_no_chunks():
 
 def test_chunk_settings_change_the_signature():
     assert Chunker(1000, 100).signature != Chunker(800, 100).signature
+
+
+def _fences(text: str) -> list[str]:
+    return [ln.strip() for ln in text.split("\n") if ln.lstrip().startswith(("```", "~~~"))]
+
+
+def test_a_code_block_split_across_chunks_is_closed_and_reopened():
+    script = "\n".join(f"kubectl -n ops delete pod worker-{i} --grace-period=30" for i in range(40))
+    text = (
+        "# Drain\n\n## Steps\n\nRun this:\n\n```shell\n"
+        + script
+        + "\n```\n\nThen check the queue length on the dashboard.\n"
+    )
+    chunks = Chunker(chunk_size=600, chunk_overlap=60).split(doc(text, title="Drain"))
+    assert len(chunks) > 3
+    for c in chunks:
+        fences = _fences(c.text)
+        assert len(fences) % 2 == 0, c.text  # every block it opens, it closes
+        # Every command line is inside a block, in every chunk.
+        inside = False
+        for line in c.text.split("\n"):
+            if line.lstrip().startswith("```"):
+                inside = not inside
+            elif line.startswith("kubectl"):
+                assert inside, c.text
+    # A chunk that starts inside the block reopens it with the block's language.
+    assert all(c.text.startswith("```shell") for c in chunks[1:-1])
+    # The prose after the block is prose again, not inside an unterminated block.
+    last = chunks[-1].text
+    before = last[: last.index("Then check the queue length")]
+    assert len(_fences(before)) % 2 == 0
+    # Nothing is lost: every command is in some chunk.
+    assert all(any(line in c.text for c in chunks) for line in script.split("\n"))
+
+
+def test_an_overlap_starts_at_a_line_or_sentence_not_mid_word():
+    para = " ".join(f"Sentence {i} says the cluster needs attention now." for i in range(60))
+    chunks = Chunker(chunk_size=400, chunk_overlap=120).split(doc(f"# T\n\n{para}", title="T"))
+    assert len(chunks) > 5
+    for c in chunks[1:]:
+        assert c.text.startswith("Sentence"), c.text[:60]
+    # Still every sentence is kept.
+    for i in range(60):
+        assert any(f"Sentence {i} says" in c.text for c in chunks)
