@@ -24,7 +24,10 @@ _MONEY_WORDS = re.compile(
     re.IGNORECASE,
 )
 _HOW_MUCH = re.compile(r"\bhow\s+much\b", re.IGNORECASE)
-_HOW_LONG = re.compile(r"\bhow\s+long\b|\bfor\s+how\s+long\b", re.IGNORECASE)
+_HOW_LONG = re.compile(r"\bhow\s+long\b", re.IGNORECASE)
+# Usually a time too, but not always one ("how fast is the disk filling up"): preferred in
+# passage choice, never demanded.
+_HOW_SOON = re.compile(r"\bhow\s+(?:soon|quickly|fast|often)\b", re.IGNORECASE)
 _HOW_MANY = re.compile(r"\bhow\s+many\b", re.IGNORECASE)
 
 _CURRENCY = re.compile(
@@ -60,6 +63,16 @@ def expected(question: str) -> str | None:
     if _HOW_MANY.search(question):
         return NUMBER
     return None
+
+
+def preferred(question: str) -> str | None:
+    """The kind of amount an answer to ``question`` most likely states: what ``expected``
+    demands, or a duration for "how soon / quickly / fast / often". Passages that state
+    one are favoured when quoting; only ``expected`` decides to abstain."""
+    kind = expected(question)
+    if kind is None and _HOW_SOON.search(question):
+        return DURATION
+    return kind
 
 
 def supplies(kind: str, text: str) -> bool:

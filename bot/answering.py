@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bot import answer_type
-from bot.extractive import idf_from, select_from_sections, tidy_headings
+from bot.extractive import blocks, idf_from, select_from_sections, tidy_headings
 from bot.logs import new_query_id
 from bot.metrics import observed
 from bot.retrieval import PUBLIC, Retriever, visible_to
@@ -40,7 +40,7 @@ SOURCE_MARGIN = 0.08
 # The context passages an answerer reads (an LLM is paid per character of it): the best
 # document's, then the others'.
 CONTEXT_PASSAGES = 3
-CONTEXT_FIRST_CHARS = 2000
+CONTEXT_FIRST_CHARS = 2200
 CONTEXT_OTHER_CHARS = 700
 
 
@@ -271,17 +271,20 @@ class AnsweringService:
             )
             return Answer(qid, question, text, True, cites, retrieved=retrieved, context=context)
         idf = idf_from([h.chunk.text for h in hits])
+        kind = answer_type.preferred(question)
         parts = []
+        quoted: set[str] = set()  # near-copies of one runbook are not quoted twice
         for i, h in enumerate(chosen, 1):
             own = docs[_doc(h.chunk)]
             budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
-            passage = select_from_sections(_sections(own), question, budget, idf)
+            passage = select_from_sections(_sections(own), question, budget, idf, kind, quoted)
+            quoted.update(blocks(passage))
             label = h.chunk.heading if len(own) == 1 else h.chunk.title
             paths = {p for c in own for p in c.heading_path}
             lead = "From" if i == 1 else "Also see"
             parts.append(f"{lead} **{label}** [{i}]:\n\n{tidy_headings(passage, paths)}")
         cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
-        context = _context(question, context, docs, chosen, ranked, idf)
+        context = _context(question, context, docs, chosen, ranked, idf, kind)
         return Answer(
             qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved, context=context
         )
@@ -342,16 +345,19 @@ def _context(
     chosen: list[ScoredChunk],
     ranked: list[ScoredChunk],
     idf: dict[str, float],
+    kind: str | None = None,
 ) -> list[Chunk]:
     """The passages an answerer reads, best first: one per cited document, cut from all of
     its retrieved chunks to the question (the first at length), then the best chunk of
     the next documents, then the rest of what was retrieved."""
     out: list[Chunk] = []
     more = [h for h in ranked if h not in chosen][: max(0, CONTEXT_PASSAGES - len(chosen))]
+    quoted: set[str] = set()
     for i, h in enumerate(chosen + more):
         sections = _sections(docs[_doc(h.chunk)]) if h in chosen else [(h.chunk.text, 0)]
         budget = CONTEXT_FIRST_CHARS if i == 0 else CONTEXT_OTHER_CHARS
-        text = select_from_sections(sections, question, budget, idf)
+        text = select_from_sections(sections, question, budget, idf, kind, quoted)
+        quoted.update(blocks(text))
         out.append(replace(h.chunk, text=text))
     covered = {_doc(c) for c in out}
     return out + [c for c in retrieved if _doc(c) not in covered]

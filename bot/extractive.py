@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
+from bot.answer_type import supplies
 from indexer.chunking import clean_heading
-from indexer.text import terms
+from indexer.text import search_terms, terms
 
 _HEADING_LINE = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$")
 
@@ -66,10 +67,24 @@ def _is_heading(block: str) -> bool:
 # under a heading that only paraphrases the question ("GitHub CLI" for "from the command
 # line") is still quoted with the prose around it. Measured on the dev set: 0.857 -> 0.883
 # context_keywords@3 (0.870 when only the top section is favoured, 0.864 without).
+# Prose that shares no word with the question gets none of it: "Service degradation or
+# unavailability." is short and sits in the best section, but answers nothing (measured:
+# the same keywords in 4% fewer characters, which the context then spends on more blocks).
 SECTION_WEIGHT = 2.0
 # A block with code (a command, a file or field name) gets this much on top; measured on
 # the dev set: answer_keywords 0.731 -> 0.768 at 1,148 characters.
 CODE_WEIGHT = 2.0
+# A question that asks for an amount ("how long", "how many", "how soon") lifts the blocks
+# that state one of that kind (bot.answer_type): the answer-type match of classic question
+# answering. Measured on the dev set: answer_keywords +0.026, no other change (1 to 4
+# give the same).
+TYPE_WEIGHT = 2.0
+# A question word found only inside a compound name of the block ("yaml" in
+# `alertmanager.yaml`, "temporary" in `temporary_admin.yml`) counts this much of a word
+# of its own, as keyword search already matches it (indexer.text.search_terms). Measured
+# on the dev set: answer_keywords +0.011, context_keywords@3 +0.006 (0.25 the same; a
+# full match, 1.0, lets an alert name's parts outweigh the rest: context -0.005).
+PART_WEIGHT = 0.5
 
 
 def select_from_sections(
@@ -77,30 +92,48 @@ def select_from_sections(
     question: str,
     budget: int,
     idf: dict[str, float] | None = None,
+    kind: str | None = None,
+    skip: Collection[str] = (),
 ) -> str:
     """The most relevant blocks of ``sections`` within about ``budget`` characters, kept in
-    document order. Each section is ``(text, rank)``: ``rank`` 0 is the document's
-    best-ranked section; a block's score adds its
-    section's ``SECTION_WEIGHT / (1 + rank)`` to its own word overlap with the question."""
+    document order.
+
+    Each section is ``(text, rank)``: ``rank`` 0 is the document's best-ranked section. A
+    block scores its words shared with the question (weighted by ``idf``; a word found
+    only inside a compound name counts ``PART_WEIGHT``), plus its
+    section's ``SECTION_WEIGHT / (1 + rank)`` when it shares any or holds code, plus
+    ``CODE_WEIGHT`` for code and ``TYPE_WEIGHT`` when it states an amount of ``kind``
+    (see ``bot.answer_type.preferred``). Blocks in ``skip`` (already quoted from a
+    near-copy of this document) are left out, unless nothing else is left.
+    """
     whole = "\n\n".join(t for t, _ in sections)
+    if skip and all(b in skip for b in blocks(whole)):
+        skip = ()  # nothing new: quote it again rather than nothing
     if len(whole) <= budget:
+        if skip and any(b in skip for b in blocks(whole)):
+            return "\n\n".join(b for b in blocks(whole) if b not in skip).strip()
         return whole.strip()
     bs: list[str] = []
-    lift: list[float] = []
+    ranks: list[int] = []
     for t, rank in sections:
         for b in blocks(t):
-            if b in bs:
+            if b in bs or b in skip:
                 continue
             bs.append(b)
-            lift.append(SECTION_WEIGHT / (1 + rank))
-    # Runbook answers are mostly commands and names, which docs mark up as code.
-    lift = [x + (CODE_WEIGHT if "`" in b else 0.0) for x, b in zip(lift, bs, strict=True)]
+            ranks.append(rank)
     q = set(terms(question))
     weight = idf or {}
 
     def score(i: int) -> float:
-        hits = sum(weight.get(w, 1.0) for w in q & set(terms(bs[i])))
-        return (hits + lift[i]) / math.sqrt(1 + len(bs[i]) / 200)
+        b = bs[i]
+        words = set(terms(b))
+        shared = sum(weight.get(w, 1.0) for w in q & words)
+        shared += PART_WEIGHT * sum(weight.get(w, 1.0) for w in (q & set(search_terms(b))) - words)
+        code = "`" in b  # runbook answers are mostly commands and names, marked up as code
+        typed = kind is not None and supplies(kind, b)
+        lift = SECTION_WEIGHT / (1 + ranks[i]) if shared or code or typed else 0.0
+        lift += (CODE_WEIGHT if code else 0.0) + (TYPE_WEIGHT if typed else 0.0)
+        return (shared + lift) / math.sqrt(1 + len(b) / 200)
 
     own = [score(i) for i in range(len(bs))]
     # A command block, or the one-line "run this:" before it, says little by itself; it
@@ -178,10 +211,11 @@ def _truncate(text: str, budget: int) -> str:
 
 def idf_from(texts: Sequence[str]) -> dict[str, float]:
     """Inverse document frequency over the retrieved chunks: words every chunk shares
-    (the alert name, say) count less than the words that single out a passage."""
+    (the alert name, say) count less than the words that single out a passage. Parts of
+    compound names are counted too, for ``PART_WEIGHT``."""
     n = len(texts)
     df: dict[str, int] = {}
     for t in texts:
-        for w in set(terms(t)):
+        for w in set(search_terms(t)):
             df[w] = df.get(w, 0) + 1
     return {w: math.log(1 + n / c) for w, c in df.items()}

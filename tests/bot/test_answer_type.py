@@ -105,3 +105,93 @@ def test_a_document_s_best_ranked_section_is_quoted_before_its_other_sections():
     assert "Manual deployment" in first and "Continuous" not in first
     first = select_from_sections([(ci, 0), (manual, 1)], question, 80)
     assert "Continuous deployment" in first and "Manual" not in first
+
+
+@pytest.mark.parametrize(
+    ("question", "expected", "preferred"),
+    [
+        ("how long are pages cached for?", answer_type.DURATION, answer_type.DURATION),
+        ("how fast will AWS support get back to us?", None, answer_type.DURATION),
+        ("how soon does a published fix show everywhere?", None, answer_type.DURATION),
+        ("how often does the backup run?", None, answer_type.DURATION),
+        ("How many replicas does the router run?", answer_type.NUMBER, answer_type.NUMBER),
+        ("How do I restart the router?", None, None),
+    ],
+)
+def test_how_soon_questions_prefer_a_duration_but_never_demand_one(question, expected, preferred):
+    # "how fast is the disk filling up" may want a rate: such a question is not refused
+    # for lacking a duration, but passages that state one are quoted first.
+    assert answer_type.expected(question) == expected
+    assert answer_type.preferred(question) == preferred
+
+
+SUPPORT = [
+    (
+        "Our AWS support plan covers production. AWS support is the first point of contact "
+        "for the managed cluster; contact AWS support by phone, chat or a support case.",
+        0,
+    ),
+    ("AWS support response times: production system down: 1 hour; impaired: 4 hours.", 1),
+]
+
+
+def test_a_passage_stating_the_asked_for_amount_is_quoted_first():
+    question = "how fast will AWS support get back to us?"
+    # Word overlap alone prefers the paragraph that repeats "AWS support".
+    plain = select_from_sections(SUPPORT, question, 160)
+    assert "1 hour" not in plain
+    typed = select_from_sections(SUPPORT, question, 160, kind=answer_type.preferred(question))
+    assert "1 hour" in typed
+
+
+def test_prose_sharing_no_word_with_the_question_gets_no_lift_from_its_section():
+    question = "how do I purge the CDN cache?"
+    best = "Service degradation."  # the top-ranked section's "Impact", say
+    lower = "Purge it from the dashboard."
+    passage = select_from_sections([(best, 0), (lower, 3)], question, 30)
+    assert passage == lower
+
+
+def test_blocks_already_quoted_are_skipped_unless_nothing_else_is_left():
+    quoted = "Restart the router with `kubectl rollout restart deploy/router`."
+    own = "Check the router's error rate on the dashboard first."
+    question = "how do I restart the router?"
+    passage = select_from_sections([(f"{quoted}\n\n{own}", 0)], question, 500, skip={quoted})
+    assert passage == own
+    # A near-copy with nothing new is quoted again rather than left empty.
+    assert select_from_sections([(quoted, 0)], question, 500, skip={quoted}) == quoted
+
+
+def test_a_question_word_inside_a_compound_name_counts_for_part_of_a_word():
+    question = "how can I validate the yaml before pushing?"
+    sections = [
+        ("Validate the change with `amtool` before pushing it to the repo.", 0),
+        ("Validate `alertmanager.yaml` before pushing it to the repository.", 0),
+    ]
+    # "yaml" occurs only inside the file name; keyword search matches it there too.
+    assert "alertmanager.yaml" in select_from_sections(sections, question, 70)
+
+
+def test_a_paragraph_two_near_copy_runbooks_share_is_quoted_once(tmp_path, runtime_factory):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    shared = (
+        "If the cluster cannot add nodes, check that the cluster-autoscaler can create new "
+        "nodes: see its logs and its status configmap."
+    )
+    for kind, extra in (
+        ("Deployment", "Look at the rollout history with `kubectl rollout history`."),
+        ("StatefulSet", "Look at the StatefulSet's update strategy and partition."),
+    ):
+        (kb / f"{kind.lower()}-mismatch.md").write_text(
+            f"# {kind} generation mismatch\n\n## Mitigation\n\n{shared}\n\n{extra}\n"
+        )
+    rt = runtime_factory(
+        make_config(tmp_path, [{"name": "kb", "type": "filesystem", "path": str(kb)}])
+    )
+    assert rt.indexer.sync()[0].ok
+    answer = rt.answering.ask("generation mismatch and the cluster cannot add nodes: what now?")
+    assert len(answer.citations) == 2, "both runbooks are cited"
+    assert answer.text.count("cluster-autoscaler can create new") == 1
+    context = "\n".join(c.text for c in answer.context[:2])
+    assert context.count("cluster-autoscaler can create new") == 1
