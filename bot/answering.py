@@ -330,12 +330,18 @@ def _doc(chunk: Chunk) -> tuple[str, str]:
     return (chunk.connector, chunk.doc_id)
 
 
-def _sections(own: list[Chunk]) -> list[tuple[str, int]]:
+def _sections(own: list[Chunk]) -> list[tuple[str, int, str]]:
     """A document's retrieved chunks (given best-ranked first) in document order, each with
-    its rank among them, for passage selection: a runbook often spreads its answer over
-    several sections (diagnosis, then mitigation)."""
+    its rank among them and the heading it starts under, for passage selection: a runbook
+    often spreads its answer over several sections (diagnosis, then mitigation)."""
     ranked = sorted(enumerate(own), key=lambda rc: rc[1].index)
-    return [(c.text, rank) for rank, c in ranked]
+    return [(c.text, rank, _last_heading(c)) for rank, c in ranked]
+
+
+def _last_heading(chunk: Chunk) -> str:
+    """The heading a chunk's text starts under (a long section is split into several
+    chunks; the title is not a heading of any one part)."""
+    return chunk.heading_path[-1] if len(chunk.heading_path) > 1 else ""
 
 
 def _context(
@@ -354,7 +360,8 @@ def _context(
     more = [h for h in ranked if h not in chosen][: max(0, CONTEXT_PASSAGES - len(chosen))]
     quoted: set[str] = set()
     for i, h in enumerate(chosen + more):
-        sections = _sections(docs[_doc(h.chunk)]) if h in chosen else [(h.chunk.text, 0)]
+        own = docs[_doc(h.chunk)] if h in chosen else [h.chunk]
+        sections = _sections(own)
         budget = CONTEXT_FIRST_CHARS if i == 0 else CONTEXT_OTHER_CHARS
         text = select_from_sections(sections, question, budget, idf, kind, quoted)
         quoted.update(blocks(text))

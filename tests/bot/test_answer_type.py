@@ -195,3 +195,19 @@ def test_a_paragraph_two_near_copy_runbooks_share_is_quoted_once(tmp_path, runti
     assert answer.text.count("cluster-autoscaler can create new") == 1
     context = "\n".join(c.text for c in answer.context[:2])
     assert context.count("cluster-autoscaler can create new") == 1
+
+
+def test_a_question_word_in_the_heading_a_block_sits_under_counts_for_part_of_a_word():
+    question = "how do I get temporary access to production?"
+    sections = [
+        ("### Permanent access\n\nOpen a pull request that adds you to `users.yml`.", 0),
+        ("### Temporary access\n\nOpen a pull request that adds you to `admins.yml`.", 0),
+    ]
+    # Both blocks say the same; only the heading above the second says "temporary".
+    assert "admins.yml" in select_from_sections(sections, question, 75)
+    # The heading a continued section starts under counts as well.
+    continued = [
+        ("Open a pull request that adds you to `users.yml`.", 0, "Permanent access"),
+        ("Open a pull request that adds you to `admins.yml`.", 0, "Temporary access"),
+    ]
+    assert "admins.yml" in select_from_sections(continued, question, 55)
