@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from bot import answer_type
@@ -316,14 +317,40 @@ class AnsweringService:
 
 
 def _unknown_names(question: str, hits: list[ScoredChunk]) -> list[str]:
-    """The names in ``question`` that none of ``hits`` contains (file names included)."""
+    """The names in ``question`` that none of ``hits`` contains (file names included).
+
+    None when the question also names one of the best documents themselves (its title or
+    file name): a question about an alert with its own runbook may also name the pod
+    state, service or log line it happened with ("ContainerCreating", "fluent-bit"),
+    which is context, not the subject."""
     names = identifiers(question)
     if not names:
         return []
     seen: set[str] = set()
     for h in hits:
         seen.update(search_terms(h.chunk.search_text()))
-    return [n for n in names if stem(n.lower()) not in seen]
+    unknown = [n for n in names if stem(n.lower()) not in seen]
+    if unknown and len(unknown) < len(names):
+        top = list(dict.fromkeys(_doc(h.chunk) for h in hits))[:NAMED_DOCUMENTS]
+        titles = {
+            _squash(x)
+            for h in hits
+            if _doc(h.chunk) in top
+            for x in (h.chunk.title, PurePosixPath(h.chunk.doc_id).name.split(".", 1)[0])
+        }
+        if any(_squash(n) in titles for n in names if n not in unknown):
+            return []
+    return unknown
+
+
+# How many of the best documents a question may name to be about covered ground.
+NAMED_DOCUMENTS = 3
+
+
+def _squash(name: str) -> str:
+    """A name compared loosely: "KubeContainerWaiting", "Kube Container Waiting" and
+    "kube-container-waiting" are one."""
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
 def _doc(chunk: Chunk) -> tuple[str, str]:

@@ -1,0 +1,74 @@
+"""Abstaining on named things the knowledge base does not cover, without abstaining on
+questions about covered things that also mention their context."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from tests.conftest import make_config
+
+
+@pytest.fixture
+def kb_runtime(tmp_path, runtime_factory):
+    root = tmp_path
+    kb = root / "kb"
+    kb.mkdir()
+    (kb / "KubeContainerWaiting.md").write_text(
+        textwrap.dedent(
+            """\
+            # KubeContainerWaiting
+
+            ## Meaning
+
+            A container in a pod has been waiting to start for longer than an hour.
+
+            ## Diagnosis
+
+            Run `kubectl describe pod $POD` and read the events: a missing config map or
+            secret, a volume that cannot mount, or an image that cannot be pulled.
+            """
+        )
+    )
+    (kb / "databases.md").write_text(
+        textwrap.dedent(
+            """\
+            # Databases
+
+            The checkout-api keeps its orders in PostgreSQL. Connections go straight to
+            the database; raise `max_connections` in the parameter group when it runs out.
+            """
+        )
+    )
+    rt = runtime_factory(make_config(root, [{"name": "kb", "type": "filesystem", "path": str(kb)}]))
+    assert rt.indexer.sync()[0].ok
+    return rt
+
+
+def test_a_question_about_an_alert_the_knowledge_base_lacks_abstains_naming_it(kb_runtime):
+    answer = kb_runtime.answering.ask("KubeJobStuckTerminating is firing, what is the runbook?")
+    assert answer.abstained
+    assert "`KubeJobStuckTerminating`" in answer.text
+
+
+def test_a_covered_alert_asked_with_an_unknown_pod_state_is_answered(kb_runtime):
+    # "ContainerCreating" is nowhere in the knowledge base, but the alert has a runbook.
+    answer = kb_runtime.answering.ask(
+        "pod stuck in ContainerCreating forever and KubeContainerWaiting is firing. what now?"
+    )
+    assert not answer.abstained, answer.text
+    assert answer.citations[0].path == "KubeContainerWaiting.md"
+    assert "kubectl describe pod" in answer.text
+
+
+def test_a_known_name_that_no_document_is_about_does_not_cover_an_unknown_one(kb_runtime):
+    # "checkout-api" is mentioned in passing, but no document is about it; the question
+    # is about a pooler setting the knowledge base never mentions.
+    answer = kb_runtime.answering.ask(
+        "pgbouncer for checkout-api refuses connections (max_client_conn reached). "
+        "how do I raise the limit?"
+    )
+    assert answer.abstained
+    assert "`max_client_conn`" in answer.text
+    assert "`checkout-api`" not in answer.text
