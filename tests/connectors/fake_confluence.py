@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 
+from tests.fake_http import QuietHTTPServer
+
 CLOUD_EMAIL = "kbot-bot@acme.example"
 CLOUD_API_TOKEN = "ATATT3xFfGF0-test-cloud-api-token-5d1e"
 DC_TOKEN = "NjQ5MjM0OTgzNzE2-test-data-center-pat-Aq9"
@@ -102,7 +104,7 @@ class FakeConfluence:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fake_http import QuietHTTPServer
 
 # What a hung request waits for before answering anyway (the test releases it sooner).
 HANG_LIMIT_S = 30.0
@@ -517,7 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
 def serve_wiki(wiki: FakeWiki) -> Iterator[str]:
     """Serve ``wiki`` on 127.0.0.1 with a free port; yields its api.php URL."""
     handler = type("Handler", (_Handler,), {"wiki": wiki})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     port = server.server_address[1]
     wiki.server = f"//127.0.0.1:{port}"

@@ -7,7 +7,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from connectors import Connector, build_connector
 from connectors.base import ConnectorError
 from connectors.git import GitConfig, GitConnector, redact
 from tests.conftest import make_config
+from tests.fake_http import QuietHTTPServer
 
 T1 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
 T2 = int(datetime(2024, 2, 1, tzinfo=UTC).timestamp())
@@ -365,7 +366,7 @@ class _AuthRequired(BaseHTTPRequestHandler):
 def auth_server() -> Iterator[tuple[str, list[str]]]:
     """An HTTP git remote on 127.0.0.1 that asks for credentials on every request."""
     handler = type("Handler", (_AuthRequired,), {"paths": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"127.0.0.1:{server.server_address[1]}", handler.paths
