@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from bot import answer_type
@@ -336,7 +335,7 @@ def _unknown_names(question: str, hits: list[ScoredChunk]) -> list[str]:
             _squash(x)
             for h in hits
             if _doc(h.chunk) in top
-            for x in (h.chunk.title, PurePosixPath(h.chunk.doc_id).name.split(".", 1)[0])
+            for x in (h.chunk.title, h.chunk.file_stem)
         }
         if any(_squash(n) in titles for n in names if n not in unknown):
             return []

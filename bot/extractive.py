@@ -115,11 +115,14 @@ def select_from_sections(
     near-copy of this document) are left out, unless nothing else is left.
     """
     whole = "\n\n".join(sec[0] for sec in sections)
-    if skip and all(b in skip for b in blocks(whole)):
-        skip = ()  # nothing new: quote it again rather than nothing
+    if skip:
+        every = blocks(whole)
+        new = [b for b in every if b not in skip]
+        if not new:
+            skip = ()  # nothing new: quote it again rather than nothing
+        elif len(whole) <= budget and len(new) < len(every):
+            return "\n\n".join(new).strip()
     if len(whole) <= budget:
-        if skip and any(b in skip for b in blocks(whole)):
-            return "\n\n".join(b for b in blocks(whole) if b not in skip).strip()
         return whole.strip()
     bs: list[str] = []
     ranks: list[int] = []
@@ -140,9 +143,10 @@ def select_from_sections(
     def score(i: int) -> float:
         b = bs[i]
         words = set(terms(b))
+        parts = set(search_terms(b))  # the words and the parts of compound names
         shared = sum(weight.get(w, 1.0) for w in q & words)
-        shared += PART_WEIGHT * sum(weight.get(w, 1.0) for w in (q & set(search_terms(b))) - words)
-        under = q & set(terms(heads[i])) - set(search_terms(b))
+        shared += PART_WEIGHT * sum(weight.get(w, 1.0) for w in q & parts - words)
+        under = q & set(terms(heads[i])) - parts
         shared += HEADING_WEIGHT * sum(weight.get(w, 1.0) for w in under)
         code = "`" in b  # runbook answers are mostly commands and names, marked up as code
         typed = kind is not None and supplies(kind, b)

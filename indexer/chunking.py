@@ -45,11 +45,16 @@ class Chunk:
         """What is embedded: the heading path gives a short section its context."""
         return f"{self.heading}\n\n{self.text}"
 
+    @property
+    def file_stem(self) -> str:
+        """The document's file name without extensions: "CPUThrottlingHigh" for
+        "runbooks/CPUThrottlingHigh.md"."""
+        return PurePosixPath(self.doc_id).name.split(".", 1)[0]
+
     def search_text(self) -> str:
         """What keyword search indexes: the file name too, since alert names and page slugs
         often appear only there ("CPUThrottlingHigh.md" titled "CPU Throttling High")."""
-        name = PurePosixPath(self.doc_id).name.split(".", 1)[0]
-        return f"{name}\n{self.embedding_text()}"
+        return f"{self.file_stem}\n{self.embedding_text()}"
 
 
 def chunk_id(connector: str, doc_id: str, index: int) -> str:
