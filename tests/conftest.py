@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,20 @@ def runtime_factory(embedder) -> Iterator:
     yield make
     for rt in made:
         rt.close()
+
+
+def synced_runtime(
+    make: Callable[[KbotConfig], Runtime], root: Path, files: dict[str, str]
+) -> Runtime:
+    """A runtime (from ``runtime_factory``) over a folder ``root/kb`` holding ``files``
+    (path -> Markdown, dedented), synced once with one filesystem connector named "kb"."""
+    kb = root / "kb"
+    for rel, text in files.items():
+        (kb / rel).parent.mkdir(parents=True, exist_ok=True)
+        (kb / rel).write_text(textwrap.dedent(text), encoding="utf-8")
+    rt = make(make_config(root, [{"name": "kb", "type": "filesystem", "path": str(kb)}]))
+    assert rt.indexer.sync()[0].ok
+    return rt
 
 
 @pytest.fixture(scope="session")

@@ -3,47 +3,37 @@ questions about covered things that also mention their context."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from tests.conftest import make_config
+from tests.conftest import synced_runtime
 
 
 @pytest.fixture
 def kb_runtime(tmp_path, runtime_factory):
-    root = tmp_path
-    kb = root / "kb"
-    kb.mkdir()
-    (kb / "KubeContainerWaiting.md").write_text(
-        textwrap.dedent(
-            """\
-            # KubeContainerWaiting
+    return synced_runtime(
+        runtime_factory,
+        tmp_path,
+        {
+            "KubeContainerWaiting.md": """\
+                # KubeContainerWaiting
 
-            ## Meaning
+                ## Meaning
 
-            A container in a pod has been waiting to start for longer than an hour.
+                A container in a pod has been waiting to start for longer than an hour.
 
-            ## Diagnosis
+                ## Diagnosis
 
-            Run `kubectl describe pod $POD` and read the events: a missing config map or
-            secret, a volume that cannot mount, or an image that cannot be pulled.
-            """
-        )
+                Run `kubectl describe pod $POD` and read the events: a missing config map or
+                secret, a volume that cannot mount, or an image that cannot be pulled.
+                """,
+            "databases.md": """\
+                # Databases
+
+                The checkout-api keeps its orders in PostgreSQL. Connections go straight to
+                the database; raise `max_connections` in the parameter group when it runs out.
+                """,
+        },
     )
-    (kb / "databases.md").write_text(
-        textwrap.dedent(
-            """\
-            # Databases
-
-            The checkout-api keeps its orders in PostgreSQL. Connections go straight to
-            the database; raise `max_connections` in the parameter group when it runs out.
-            """
-        )
-    )
-    rt = runtime_factory(make_config(root, [{"name": "kb", "type": "filesystem", "path": str(kb)}]))
-    assert rt.indexer.sync()[0].ok
-    return rt
 
 
 def test_a_question_about_an_alert_the_knowledge_base_lacks_abstains_naming_it(kb_runtime):

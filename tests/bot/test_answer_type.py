@@ -3,13 +3,11 @@ passage is cut from a document's best-ranked sections first."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from bot import answer_type
 from bot.extractive import select_from_sections
-from tests.conftest import make_config
+from tests.conftest import synced_runtime
 
 
 @pytest.mark.parametrize(
@@ -49,37 +47,28 @@ def test_whether_a_passage_states_an_amount(kind, text, supplied):
 
 @pytest.fixture
 def rota_runtime(tmp_path, runtime_factory):
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "on-call.md").write_text(
-        textwrap.dedent(
-            """\
-            # On-call rota
+    return synced_runtime(
+        runtime_factory,
+        tmp_path,
+        {
+            "on-call.md": """\
+                # On-call rota
 
-            Engineers join the out-of-hours on-call rota after six months. A weekend
-            on-call shift starts on Friday evening and ends on Monday morning.
+                Engineers join the out-of-hours on-call rota after six months. A weekend
+                on-call shift starts on Friday evening and ends on Monday morning.
 
-            ## Getting paid for on-call
+                ## Getting paid for on-call
 
-            Claim your on-call allowance through the HR portal after each shift.
-            """
-        )
+                Claim your on-call allowance through the HR portal after each shift.
+                """,
+            "caching.md": """\
+                # Page caching
+
+                The CDN caches pages for 5 minutes, so a published fix is visible everywhere
+                within 5 minutes. Purge the cache to show it sooner.
+                """,
+        },
     )
-    (kb / "caching.md").write_text(
-        textwrap.dedent(
-            """\
-            # Page caching
-
-            The CDN caches pages for 5 minutes, so a published fix is visible everywhere
-            within 5 minutes. Purge the cache to show it sooner.
-            """
-        )
-    )
-    rt = runtime_factory(
-        make_config(tmp_path, [{"name": "kb", "type": "filesystem", "path": str(kb)}])
-    )
-    assert rt.indexer.sync()[0].ok
-    return rt
 
 
 def test_a_money_question_the_sources_do_not_price_is_not_answered(rota_runtime):
@@ -173,23 +162,20 @@ def test_a_question_word_inside_a_compound_name_counts_for_part_of_a_word():
 
 
 def test_a_paragraph_two_near_copy_runbooks_share_is_quoted_once(tmp_path, runtime_factory):
-    kb = tmp_path / "kb"
-    kb.mkdir()
     shared = (
         "If the cluster cannot add nodes, check that the cluster-autoscaler can create new "
         "nodes: see its logs and its status configmap."
     )
-    for kind, extra in (
-        ("Deployment", "Look at the rollout history with `kubectl rollout history`."),
-        ("StatefulSet", "Look at the StatefulSet's update strategy and partition."),
-    ):
-        (kb / f"{kind.lower()}-mismatch.md").write_text(
+    runbooks = {
+        f"{kind.lower()}-mismatch.md": (
             f"# {kind} generation mismatch\n\n## Mitigation\n\n{shared}\n\n{extra}\n"
         )
-    rt = runtime_factory(
-        make_config(tmp_path, [{"name": "kb", "type": "filesystem", "path": str(kb)}])
-    )
-    assert rt.indexer.sync()[0].ok
+        for kind, extra in (
+            ("Deployment", "Look at the rollout history with `kubectl rollout history`."),
+            ("StatefulSet", "Look at the StatefulSet's update strategy and partition."),
+        )
+    }
+    rt = synced_runtime(runtime_factory, tmp_path, runbooks)
     answer = rt.answering.ask("generation mismatch and the cluster cannot add nodes: what now?")
     assert len(answer.citations) == 2, "both runbooks are cited"
     assert answer.text.count("cluster-autoscaler can create new") == 1
