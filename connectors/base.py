@@ -103,6 +103,12 @@ class Connector(Protocol):
     def list_ids(self) -> set[str]: ...
 
 
+def state_dir(workdir: Path | None, kind: str) -> Path:
+    """Where connectors of type ``kind`` keep what they carry from one sync to the next (a
+    checkout, a page mirror): below the data dir, or ./.kbot when built without one."""
+    return (workdir or Path.cwd() / ".kbot") / kind
+
+
 def resolve_path(value: Path, info: ValidationInfo) -> Path:
     """Resolve a relative path against the folder of the config file that named it."""
     base = (info.context or {}).get("base_dir")

@@ -39,7 +39,7 @@ import httpx
 from bs4 import BeautifulSoup, Tag
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError
+from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError, state_dir
 from connectors.http import USER_AGENT, retry_after_seconds
 from connectors.parsing import MAX_FILE_BYTES, html_to_markdown
 
@@ -353,8 +353,7 @@ class ConfluenceConnector:
 
     def __init__(self, config: ConfluenceConfig, workdir: Path | None = None):
         self.config = config
-        base = workdir or Path.cwd() / ".kbot"
-        self.state_path = base / "confluence" / f"{config.name}.json"
+        self.state_path = state_dir(workdir, self.type_name) / f"{config.name}.json"
         self.problems: list[DocumentError] = []
         self._listing: dict[str, _Stub] | None = None
         self._spaces_checked = False

@@ -14,7 +14,14 @@ from urllib.parse import quote
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError, resolve_path
+from connectors.base import (
+    ConnectorConfig,
+    ConnectorError,
+    Document,
+    DocumentError,
+    resolve_path,
+    state_dir,
+)
 from connectors.filesystem import check_template, matches, read_or_report
 from connectors.parsing import DEFAULT_INCLUDE, file_format
 
@@ -79,8 +86,7 @@ class GitConnector:
 
     def __init__(self, config: GitConfig, workdir: Path | None = None):
         self.config = config
-        base = workdir or Path.cwd() / ".kbot"
-        self.checkout = base / "git" / config.name
+        self.checkout = state_dir(workdir, self.type_name) / config.name
         self.problems: list[DocumentError] = []
         self._commit: str | None = None
         self._branch: str | None = None

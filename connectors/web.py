@@ -56,7 +56,7 @@ import httpx
 from bs4 import BeautifulSoup, Tag
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError
+from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError, state_dir
 from connectors.http import USER_AGENT, retry_after_seconds
 from connectors.parsing import MAX_FILE_BYTES, html_to_markdown, parse_markdown
 
@@ -509,8 +509,7 @@ class WebConnector:
 
     def __init__(self, config: WebConfig, workdir: Path | None = None):
         self.config = config
-        base = workdir or Path.cwd() / ".kbot"
-        self.state_path = base / "web" / f"{config.name}.json"
+        self.state_path = state_dir(workdir, self.type_name) / f"{config.name}.json"
         self.problems: list[DocumentError] = []
         self._label = f"web connector {config.name!r}"
         self._prev_pages: dict[str, dict[str, Any]] = {}
