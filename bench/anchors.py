@@ -8,7 +8,7 @@ On the real corpus (``../shared/corpus``) and the dev questions, in a temporary 
 - **BM25**: bm25s over the same chunks (``bm25s.tokenize`` with English stopwords);
 - **RRF of both**: reciprocal-rank fusion (k=60) of the two rankings.
 
-Each is scored with ``bot.evaluation``'s own definitions, so the figures compare directly
+Each is scored with ``bot.review.evaluation``'s own definitions, so the figures compare directly
 with ``kbot eval``: hit@5, recall@5 and mrr@10 over distinct documents, context_keywords@3
 and context_chars@3 over the first 3 chunks. Prints a Markdown table.
 Usage: ``.venv/bin/python bench/anchors.py [--corpus DIR] [--questions FILE]``.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.evaluation import Outcome, Question, keywords_in, load_questions, summarize
+from bot.review.evaluation import Outcome, Question, keywords_in, load_questions, summarize
 from connectors.parsing import SUFFIX_FORMATS
 from indexer.embeddings import get_embedder
 

@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.run import machine, pct, write_region  # noqa: E402
-from bot.evaluation import load_questions  # noqa: E402
-from bot.retrieval import Retriever, visible_to  # noqa: E402
+from bot.answer.retrieval import Retriever, visible_to  # noqa: E402
+from bot.review.evaluation import load_questions  # noqa: E402
 from config.models import RetrievalConfig  # noqa: E402
 from indexer.chunking import Chunk, chunk_id  # noqa: E402
 from indexer.embeddings import get_embedder  # noqa: E402

@@ -8,9 +8,9 @@ from __future__ import annotations
 import threading
 from functools import cached_property
 
-from bot.answering import AnsweringService
-from bot.feedback import FeedbackService
-from bot.retrieval import Retriever
+from bot.answer.feedback import FeedbackService
+from bot.answer.retrieval import Retriever
+from bot.answer.service import AnsweringService
 from config.models import KbotConfig
 from db import Database
 from indexer.embeddings import Embedder, get_embedder
@@ -66,7 +66,7 @@ class Runtime:
         )
         generator = None
         if self.config.llm is not None:
-            from bot.generation import Generator, index_version
+            from bot.answer.generation import Generator, index_version
 
             generator = Generator(self.config.llm, lambda: index_version(self.db, self.lexical))
         return AnsweringService(self.config.answering, retriever, self.db, generator)

@@ -2,7 +2,7 @@
 
 Jobs coalesce missed runs and never overlap. All syncs run on one worker thread, so
 there is a single writer to the index even when two connectors fall due together.
-With a channel in ``reports.digest``, the report digest is one more job (``bot.digest``).
+With a channel in ``reports.digest``, the report digest is one more job (``bot.review.digest``).
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ def build_scheduler(config: KbotConfig, indexer: Indexer, *, blocking: bool) -> 
             **due,
         )
     if config.reports.digest.enabled:
-        from bot.digest import schedule_digest  # the bot's job; imported only when configured
+        from bot.review.digest import (
+            schedule_digest,  # the bot's job; imported only when configured
+        )
 
         schedule_digest(scheduler, config, indexer.db)
     return scheduler

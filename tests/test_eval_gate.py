@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.evaluation import load_questions, run, summarize
+from bot.review.evaluation import load_questions, run, summarize
 from tests.conftest import DEV_QUESTIONS, need
 
 BASELINE = Path(__file__).parent / "eval_baseline.json"

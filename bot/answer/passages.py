@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Collection, Iterable, Sequence
 
-from bot.answer_type import supplies
+from bot.answer.answer_type import supplies
 from indexer.chunking import clean_heading
 from indexer.text import search_terms, terms
 
@@ -75,7 +75,7 @@ SECTION_WEIGHT = 2.0
 # the dev set: answer_keywords 0.731 -> 0.768 at 1,148 characters.
 CODE_WEIGHT = 2.0
 # A question that asks for an amount ("how long", "how many", "how soon") lifts the blocks
-# that state one of that kind (bot.answer_type): the answer-type match of classic question
+# that state one of that kind (bot.answer.answer_type): the answer-type match of classic question
 # answering. Measured on the dev set: answer_keywords +0.026, no other change (1 to 4
 # give the same).
 TYPE_WEIGHT = 2.0
@@ -111,7 +111,7 @@ def select_from_sections(
     sits under ``HEADING_WEIGHT``), plus its
     section's ``SECTION_WEIGHT / (1 + rank)`` when it shares any or holds code, plus
     ``CODE_WEIGHT`` for code and ``TYPE_WEIGHT`` when it states an amount of ``kind``
-    (see ``bot.answer_type.preferred``). Blocks in ``skip`` (already quoted from a
+    (see ``bot.answer.answer_type.preferred``). Blocks in ``skip`` (already quoted from a
     near-copy of this document) are left out, unless nothing else is left.
     """
     whole = "\n\n".join(sec[0] for sec in sections)

@@ -11,11 +11,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from bot import answer_type
-from bot.extractive import blocks, idf_from, select_from_sections, tidy_headings
-from bot.logs import new_query_id
-from bot.metrics import observed
-from bot.retrieval import PUBLIC, Retriever, visible_to
+from bot.answer import answer_type
+from bot.answer.passages import blocks, idf_from, select_from_sections, tidy_headings
+from bot.answer.retrieval import PUBLIC, Retriever, visible_to
+from bot.ops.logs import new_query_id
+from bot.ops.metrics import observed
 from config.models import AnsweringConfig
 from db import Database
 from db.models import QueryRecord, utcnow
@@ -24,7 +24,7 @@ from indexer.store import ScoredChunk, StoreError
 from indexer.text import identifiers, search_terms, stem
 
 if TYPE_CHECKING:
-    from bot.generation import Generator
+    from bot.answer.generation import Generator
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Slack: answers @-mentions and DMs in their thread, with cited sources and 👍/👎.
 
 A thin adapter over slack-bolt's ``AsyncApp``: it turns a Slack event into
-``runtime.answering.ask()`` and renders the ``Answer`` as Block Kit (``bot.slack_blocks``).
+``runtime.answering.ask()`` and renders the ``Answer`` as Block Kit (``bot.chat.slack_blocks``).
 It is served at ``/slack/events`` on the web chat's aiohttp server (HTTP mode), or over a
 WebSocket (Socket Mode, ``kbot serve --slack-socket-mode``).
 
@@ -31,11 +31,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import slack_blocks as kit
-from bot.answering import Answer, QuestionError, Requester
-from bot.deliveries import Deliveries
-from bot.feedback import FeedbackError
-from bot.logs import fresh_context
+from bot.answer.feedback import FeedbackError
+from bot.answer.service import Answer, QuestionError, Requester
+from bot.chat import slack_blocks as kit
+from bot.chat.deliveries import Deliveries
+from bot.ops.logs import fresh_context
 from bot.runtime import Runtime
 from config import ConfigError
 

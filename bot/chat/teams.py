@@ -46,11 +46,10 @@ from botbuilder.schema import (
 from botframework.connector.auth import AuthenticateRequestResult, AuthenticationConstants
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
-from bot.answering import Answer, QuestionError, Requester
-from bot.deliveries import Deliveries
-from bot.feedback import FeedbackError, UnknownQuery
-from bot.runtime import Runtime
-from bot.teams_cards import (
+from bot.answer.feedback import FeedbackError, UnknownQuery
+from bot.answer.service import Answer, QuestionError, Requester
+from bot.chat.deliveries import Deliveries
+from bot.chat.teams_cards import (
     ATTACHMENTS_TEXT,
     EMPTY_TEXT,
     FEEDBACK_ACTION,
@@ -59,6 +58,7 @@ from bot.teams_cards import (
     WORKING_TEXT,
     answer_activity,
 )
+from bot.runtime import Runtime
 from config.loader import ConfigError
 from config.models import TeamsConfig
 from connectors.http import retry_after_seconds

@@ -14,16 +14,16 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.answering import QuestionError, Requester
-from bot.feedback import FeedbackError, UnknownQuery
-from bot.logs import aiohttp_middleware as request_ids
-from bot.metrics import mount as mount_metrics
-from bot.reports_web import mount_reports
+from bot.answer.feedback import FeedbackError, UnknownQuery
+from bot.answer.service import QuestionError, Requester
+from bot.chat.teams import mount_teams
+from bot.ops.logs import aiohttp_middleware as request_ids
+from bot.ops.metrics import mount as mount_metrics
+from bot.review.pages import mount_reports
 from bot.runtime import Runtime
-from bot.teams import mount_teams
 
 log = logging.getLogger(__name__)
-STATIC = Path(__file__).parent / "static"
+TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = web.AppKey("runtime", Runtime)
 MAX_BODY = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,7 +65,7 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "chat.html", headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(TEMPLATES / "chat.html", headers={"Cache-Control": "no-cache"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -160,7 +160,7 @@ def run_server(
 ) -> None:
     """Serve until interrupted. In the embedded default the scheduler runs in this process,
     so it is the one writer of the Chroma store on disk. Slack is served too when its
-    credentials are in the environment (``bot.slack.mount``)."""
+    credentials are in the environment (``bot.chat.slack.mount``)."""
     sched = None
     if scheduler:
         from indexer.scheduler import build_scheduler
@@ -169,7 +169,7 @@ def run_server(
         sched.start()
     runtime.embedder  # noqa: B018 - load the model before the first question, not during it
     app = create_app(runtime)
-    from bot.slack import mount as mount_slack
+    from bot.chat.slack import mount as mount_slack
 
     mount_slack(app, runtime, socket_mode=slack_socket_mode)
     if sched is not None:

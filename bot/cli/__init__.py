@@ -19,8 +19,8 @@ log = logging.getLogger("kbot")
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
-    from bot.answering import QuestionError
-    from bot.feedback import FeedbackError
+    from bot.answer.feedback import FeedbackError
+    from bot.answer.service import QuestionError
     from db import DatabaseError
     from indexer.embeddings import EmbeddingError
     from indexer.lock import IndexLockedError
@@ -83,7 +83,7 @@ class _State:
 def _observe(config: KbotConfig, log_json: bool) -> None:
     """Apply a loaded config's observability: secrets redacted from logs, JSON lines when
     asked for, and OpenTelemetry spans when an OTLP endpoint is set."""
-    from bot import logs, otel
+    from bot.ops import logs, otel
 
     logs.use_config(config, json_logs=log_json)
     otel.setup(config.observability)
@@ -116,7 +116,7 @@ def _progress_bars(name: str, total: int | None):  # -> indexer.sync.Progress
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool, log_json: bool) -> None:
     """kbot: answers questions from your runbooks and wikis, with cited sources."""
-    from bot import logs
+    from bot.ops import logs
 
     logs.setup(json_logs=log_json, verbose=verbose)
     for noisy in (
@@ -187,7 +187,7 @@ def sync(
 @click.pass_obj
 def ask(state: _State, question: str, as_json: bool, audiences: tuple[str, ...]) -> None:
     """Ask a QUESTION and print the answer with its sources."""
-    from bot.answering import Requester
+    from bot.answer.service import Requester
 
     rt = state.runtime()
     rt.answering.validate(question)
@@ -232,7 +232,7 @@ def ask(state: _State, question: str, as_json: bool, audiences: tuple[str, ...])
 def cost(state: _State, requests_per_day: int, models: tuple[str, ...], as_json: bool) -> None:
     """Project the monthly cost of generated answers at p50 and p95 tokens per request, from
     the model calls in the query log (real traffic, else a `kbot eval` run with an llm:)."""
-    from bot.cost import CostError, format_projection, logged_calls, project
+    from bot.review.cost import CostError, format_projection, logged_calls, project
 
     try:
         result = project(
@@ -298,7 +298,7 @@ def eval_command(
     """Measure retrieval and answer quality on a file of questions with known answers."""
     from tqdm import tqdm
 
-    from bot.evaluation import (
+    from bot.review.evaluation import (
         EvalError,
         difference,
         format_comparison,
@@ -370,7 +370,7 @@ def serve(
 ) -> None:
     """Serve the web chat (and Slack when SLACK_* credentials are set), syncing on schedule
     in-process."""
-    from bot.web import run_server
+    from bot.chat.web import run_server
 
     cfg = state.config
     run_server(
@@ -405,7 +405,7 @@ def connectors() -> None:
 @click.pass_obj
 def connectors_list(state: _State, as_json: bool) -> None:
     """Each connector with its last run, counts, next run and freshness."""
-    from bot.status import connector_status
+    from bot.ops.status import connector_status
 
     rows = connector_status(state.config, state.runtime().db)
     if as_json:
@@ -437,7 +437,7 @@ def connectors_list(state: _State, as_json: bool) -> None:
 def connectors_test(state: _State, name: str, as_json: bool) -> None:
     """Check connector NAME: reach its source with its credentials, fetch one document and
     show what would be indexed (id, title, link, audience, chunks). Writes nothing."""
-    from bot.connector_check import check_connector, format_result
+    from bot.ops.connector_check import check_connector, format_result
 
     try:
         result = check_connector(state.config, name)
@@ -488,8 +488,8 @@ def report(state: _State, since: str, fmt: str, out: Path | None, post_digest: b
     """A report for leads over the query log and feedback: volume, answered vs abstained,
     👍/👎 over time, per connector and document, the 👎 answers with their reasons and
     traces, content gaps, stale cited documents, latency per stage, tokens and cost."""
-    from bot.digest import send_digest
-    from bot.report import ReportError, build_report, render
+    from bot.review.digest import send_digest
+    from bot.review.report import ReportError, build_report, render
 
     cfg = state.config
     db = state.runtime().db
@@ -524,7 +524,7 @@ def report(state: _State, since: str, fmt: str, out: Path | None, post_digest: b
 def trace_command(state: _State, query_id: str, as_json: bool) -> None:
     """Show everything behind the answer QUERY_ID: requester, question, retrieved chunks
     and scores, prompt and model, tokens, cost, latency per stage, fallback, feedback."""
-    from bot.trace import UnknownTrace, format_trace, trace
+    from bot.review.trace import UnknownTrace, format_trace, trace
 
     try:
         t = trace(state.runtime().db, query_id)
@@ -585,7 +585,3 @@ def _iso(value: Any) -> str:
 
 def main() -> None:
     cli(prog_name="kbot")
-
-
-if __name__ == "__main__":
-    main()

@@ -33,13 +33,13 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from bot import otel
-from bot.feedback import VOTES
-from bot.logs import current_request_id
+from bot.answer.feedback import VOTES
+from bot.ops import otel
+from bot.ops.logs import current_request_id
 from db.models import Feedback, IndexedDocument, SyncRun
 
 if TYPE_CHECKING:
-    from bot.answering import Answer, AnsweringService, Requester
+    from bot.answer.service import Answer, AnsweringService, Requester
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def observed(ask: Callable[..., A]) -> Callable[..., A]:
         served = current_request_id() is not None
         if not watchers and not served and otel.tracer() is None:
             return ask(service, question, requester)
-        from bot.answering import QuestionError
+        from bot.answer.service import QuestionError
 
         platform = requester.platform if requester is not None else "cli"
         generator = service.generator

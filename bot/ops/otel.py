@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from bot.answering import Answer
+    from bot.answer.service import Answer
     from config.models import ObservabilityConfig
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def traced(
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
-    from bot.logs import current_request_id
+    from bot.ops.logs import current_request_id
 
     start = time.time_ns()
     with _tracer.start_as_current_span(

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.evaluation import percentile
-from bot.generation import cost_usd
+from bot.answer.generation import cost_usd
+from bot.review.evaluation import percentile
 from config.models import DEFAULT_PRICES, KbotConfig, lookup_price
 from db import Database
 from db.models import QueryRecord

@@ -21,7 +21,7 @@ from typing import Any
 
 from apscheduler.schedulers.base import BaseScheduler
 
-from bot.report import build_report
+from bot.review.report import build_report
 from config.models import KbotConfig
 from db import Database
 
@@ -142,7 +142,7 @@ def _post_slack(config: KbotConfig, report: dict[str, Any], env: Mapping[str, st
         RateLimitErrorRetryHandler,
     )
 
-    from bot.slack_blocks import escape
+    from bot.chat.slack_blocks import escape
 
     channel = config.reports.digest.slack_channel
     token = env.get("SLACK_BOT_TOKEN")
@@ -207,7 +207,7 @@ async def _post_teams(config: KbotConfig, report: dict[str, Any], env: Mapping[s
         ConversationReference,
     )
 
-    from bot.teams import TeamsCredentials
+    from bot.chat.teams import TeamsCredentials
     from config.loader import ConfigError
 
     cfg = config.reports.digest

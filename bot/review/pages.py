@@ -25,9 +25,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bot.report import FORMATS, Redactor, ReportError, build_report, render, to_html
+from bot.review.report import FORMATS, Redactor, ReportError, build_report, render, to_html
+from bot.review.trace import UnknownTrace, trace
 from bot.runtime import Runtime
-from bot.trace import UnknownTrace, trace
 from config.models import ReportsConfig
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def _nav(since: str) -> str:
 
 
 def trace_html(t: dict[str, Any], redactor: Redactor) -> str:
-    """One answer's trace (``bot.trace.trace``) as a page; everything in it is escaped."""
+    """One answer's trace (``bot.review.trace.trace``) as a page; everything in it is escaped."""
     e = _h
     r = t["requester"]
     question = redactor.question(t["question"])

@@ -29,9 +29,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.cost import DAYS_PER_MONTH
-from bot.evaluation import percentile
-from bot.generation import normalise_question
+from bot.answer.generation import normalise_question
+from bot.review.cost import DAYS_PER_MONTH
+from bot.review.evaluation import percentile
 from config.models import KbotConfig
 from db import Database
 from db.models import Feedback, IndexedDocument, QueryRecord, utcnow

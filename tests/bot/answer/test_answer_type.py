@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot import answer_type
-from bot.extractive import select_from_sections
+from bot.answer import answer_type
+from bot.answer.passages import select_from_sections
 from tests.conftest import synced_runtime
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from bot.answering import AnsweringService, Requester
-from bot.feedback import FeedbackError, FeedbackService
-from bot.retrieval import Retriever
+from bot.answer.feedback import FeedbackError, FeedbackService
+from bot.answer.retrieval import Retriever
+from bot.answer.service import AnsweringService, Requester
 from config.models import AnsweringConfig, RetrievalConfig
 from db import Database
 from db.models import Feedback, QueryRecord

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bot.answering import Answer, Citation, Requester
+from bot.answer.generation import CANNOT_ANSWER, FALLBACK_REASONS, validate
+from bot.answer.service import Answer, Citation, Requester
 from bot.cli import cli
-from bot.generation import CANNOT_ANSWER, FALLBACK_REASONS, validate
 from bot.runtime import Runtime
 from db.models import QueryRecord
 from indexer.chunking import Chunk

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.retrieval import Retriever
+from bot.answer.retrieval import Retriever
 from indexer.lexical import LexicalIndex
 from indexer.text import search_terms
 from tests.conftest import make_config

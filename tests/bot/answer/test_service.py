@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from bot.answering import ABSTAIN_TEXT, QuestionError, Requester
+from bot.answer.service import ABSTAIN_TEXT, QuestionError, Requester
 from db.models import QueryRecord
 from tests.conftest import DEV_QUESTIONS, need
 

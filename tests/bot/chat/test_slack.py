@@ -18,11 +18,9 @@ from aiohttp import web
 from click.testing import CliRunner
 from sqlalchemy import select, text
 
-from bot.answering import ABSTAIN_TEXT, Answer, Citation
-from bot.cli import cli
-from bot.runtime import Runtime
-from bot.slack import EVENTS_PATH, MAX_BODY, SlackSetupError, mount, question_text
-from bot.slack_blocks import (
+from bot.answer.service import ABSTAIN_TEXT, Answer, Citation
+from bot.chat.slack import EVENTS_PATH, MAX_BODY, SlackSetupError, mount, question_text
+from bot.chat.slack_blocks import (
     FEEDBACK_BLOCK,
     MAX_BLOCKS,
     MAX_SECTION_CHARS,
@@ -32,7 +30,9 @@ from bot.slack_blocks import (
     answer_messages,
     to_mrkdwn,
 )
-from bot.web import create_app
+from bot.chat.web import create_app
+from bot.cli import cli
+from bot.runtime import Runtime
 from db.models import QueryRecord
 from tests.bot.fake_slack import (
     APP_TOKEN,
@@ -390,7 +390,7 @@ def test_a_thumbs_down_asks_why_and_stores_the_reason(slack: Slack) -> None:
 
 def test_an_unknown_action_is_acknowledged_and_ignored(slack: Slack, caplog) -> None:
     _, qid, message = answered(slack, "C0UNKNOWN")
-    with caplog.at_level(logging.WARNING, logger="bot.slack"):
+    with caplog.at_level(logging.WARNING, logger="bot.chat.slack"):
         reply = slack.interact(block_action(message, "C0UNKNOWN", "launch_rockets", qid, "U0BOB"))
         slack.settle()
     assert reply.status == 200
@@ -401,7 +401,7 @@ def test_an_unknown_action_is_acknowledged_and_ignored(slack: Slack, caplog) -> 
 
 def test_a_vote_on_an_unknown_answer_is_logged_not_stored(slack: Slack, caplog) -> None:
     _, _, message = answered(slack, "C0NOQUERY")
-    with caplog.at_level(logging.WARNING, logger="bot.slack"):
+    with caplog.at_level(logging.WARNING, logger="bot.chat.slack"):
         click = block_action(message, "C0NOQUERY", VOTE_UP, "0" * 32, "U0BOB")
         assert slack.interact(click).status == 200
         slack.settle()
@@ -525,7 +525,7 @@ def test_a_ratelimited_post_is_retried_after_retry_after(slack: Slack) -> None:
 
 def test_a_missing_channel_is_logged_and_the_question_kept(slack: Slack, caplog) -> None:
     slack.fake.failures["C0GONE"] = "channel_not_found"
-    with caplog.at_level(logging.WARNING, logger="bot.slack"):
+    with caplog.at_level(logging.WARNING, logger="bot.chat.slack"):
         [call] = slack.ask(mention(ROTATE_QUESTION, "C0GONE"))
     assert call.reply == {"ok": False, "error": "channel_not_found"}
     assert "chat.postMessage failed: channel_not_found" in caplog.text
@@ -563,7 +563,7 @@ def test_an_internal_failure_is_answered_with_an_apology_and_the_question_logged
     with fragile.rt.db.engine.begin() as conn:  # the query log is gone: ask() cannot finish
         conn.execute(text("DROP TABLE feedback"))
         conn.execute(text("DROP TABLE queries"))
-    with caplog.at_level(logging.ERROR, logger="bot.slack"):
+    with caplog.at_level(logging.ERROR, logger="bot.chat.slack"):
         [call] = fragile.ask(mention("Where is the build agent runbook?", "C0INTERNAL"))
     assert "something went wrong on my side" in call.params["text"]
     assert "Where is the build agent runbook?" in caplog.text
@@ -574,9 +574,9 @@ def test_an_internal_failure_is_answered_with_an_apology_and_the_question_logged
 
 def test_without_credentials_slack_is_off_and_says_so(tmp_path, caplog) -> None:
     app = web.Application()
-    with caplog.at_level(logging.INFO, logger="bot.slack"):
+    with caplog.at_level(logging.INFO, logger="bot.chat.slack"):
         assert mount(app, None, env={"SLACK_BOT_TOKEN": BOT_TOKEN}) is None  # type: ignore[arg-type]
-    assert [r.getMessage() for r in caplog.records if r.name == "bot.slack"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.chat.slack"] == [
         "Slack is off: set SLACK_SIGNING_SECRET to serve /slack/events"
     ]
     assert not [r for r in app.router.routes() if r.resource and "slack" in r.resource.canonical]

@@ -19,10 +19,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
-from bot.answering import Answer, Citation
-from bot.runtime import Runtime
-from bot.teams import DELIVERY_ATTEMPTS, TeamsCredentials
-from bot.teams_cards import (
+from bot.answer.service import Answer, Citation
+from bot.chat.teams import DELIVERY_ATTEMPTS, TeamsCredentials
+from bot.chat.teams_cards import (
     ATTACHMENTS_TEXT,
     EMPTY_TEXT,
     WELCOME_TEXT,
@@ -30,7 +29,8 @@ from bot.teams_cards import (
     answer_card,
     markdown_blocks,
 )
-from bot.web import create_app
+from bot.chat.web import create_app
+from bot.runtime import Runtime
 from config.loader import ConfigError
 from db.models import QueryRecord
 from tests.bot import teams_fakes as teams
@@ -788,7 +788,7 @@ def test_other_mentions_keep_their_names_in_the_question(bot, connector):
 
 # -- packaging --------------------------------------------------------------------------
 
-TEAMS_PACKAGE = Path(__file__).resolve().parents[2] / "config" / "teams"
+TEAMS_PACKAGE = Path(__file__).resolve().parents[3] / "config" / "teams"
 
 
 def png_pixels(path: Path) -> tuple[int, int, list[tuple[int, int, int, int]]]:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.answering import ABSTAIN_TEXT
+from bot.answer.service import ABSTAIN_TEXT
+from bot.chat.web import MAX_BODY, create_app
 from bot.runtime import Runtime
-from bot.web import MAX_BODY, create_app
 from db.models import QueryRecord
 from tests.bot.servers import (
     ROTATE_DOC,

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot import logs
-from bot.slack import mount as mount_slack
-from bot.web import create_app
+from bot.chat.slack import mount as mount_slack
+from bot.chat.web import create_app
+from bot.ops import logs
 from config import parse_config
 from db.models import QueryRecord
 from tests.bot.fake_openai import completion, fake_openai
@@ -112,7 +112,7 @@ def test_json_logs_carry_the_request_id_that_is_the_query_id(served, json_lines)
     for line in lines:
         assert {"ts", "level", "logger", "message"} <= set(line)
     mine = [line for line in lines if line.get("request_id") == rid]
-    [summary] = [line for line in mine if line["logger"] == "bot.metrics"]
+    [summary] = [line for line in mine if line["logger"] == "bot.ops.metrics"]
     assert summary["query_id"] == rid
     assert summary["level"] == "INFO"
     assert summary["platform"] == "web" and summary["outcome"] == "answered"
@@ -269,7 +269,7 @@ def test_the_cli_writes_json_lines_when_the_config_or_the_flag_asks(tmp_path: Pa
             text=True,
             timeout=120,
             check=False,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=Path(__file__).resolve().parents[3],
         )
         assert proc.returncode == 0, proc.stderr
         return [line for line in proc.stderr.splitlines() if "OpenTelemetry" in line]
@@ -277,12 +277,12 @@ def test_the_cli_writes_json_lines_when_the_config_or_the_flag_asks(tmp_path: Pa
     for lines in (run(json_logs=True), run("--log-json", json_logs=False)):
         [line] = lines
         entry = json.loads(line)
-        assert entry["level"] == "INFO" and entry["logger"] == "bot.otel"
+        assert entry["level"] == "INFO" and entry["logger"] == "bot.ops.otel"
         assert entry["message"] == "OpenTelemetry: sending spans to http://127.0.0.1:9/v1/traces"
         assert "request_id" not in entry
     [line] = run(json_logs=False)
     assert line.endswith(
-        "INFO bot.otel: OpenTelemetry: sending spans to http://127.0.0.1:9/v1/traces"
+        "INFO bot.ops.otel: OpenTelemetry: sending spans to http://127.0.0.1:9/v1/traces"
     )
 
 
@@ -328,7 +328,7 @@ def test_each_slack_event_is_a_request_whose_id_is_its_answers_query_id(
     summaries = [
         line
         for line in parsed(json_lines)
-        if line["logger"] == "bot.metrics" and line.get("platform") == "slack"
+        if line["logger"] == "bot.ops.metrics" and line.get("platform") == "slack"
     ]
     assert len(summaries) == 2
     for line in summaries:

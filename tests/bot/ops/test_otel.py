@@ -25,10 +25,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bot import otel
-from bot.answering import QuestionError
+from bot.answer.service import QuestionError
+from bot.chat.web import create_app
+from bot.ops import otel
 from bot.runtime import Runtime
-from bot.web import create_app
 from config.models import ObservabilityConfig
 from tests.bot.fake_openai import FakeOpenAI, completion, error, fake_openai
 from tests.bot.servers import runbook_connector, send, serve, write_runbooks
@@ -279,10 +279,10 @@ def test_without_an_endpoint_nothing_of_opentelemetry_is_imported(tmp_path) -> N
     import OpenTelemetry itself, is left out by answering over an empty index)."""
     script = f"""
 import sys
-from bot import otel
-from bot.answering import AnsweringService, Requester
-from bot.retrieval import Retriever
-from bot.web import create_app
+from bot.ops import otel
+from bot.answer.service import AnsweringService, Requester
+from bot.answer.retrieval import Retriever
+from bot.chat.web import create_app
 from config.models import AnsweringConfig, ObservabilityConfig, RetrievalConfig
 from db import Database
 
@@ -301,7 +301,7 @@ print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
         text=True,
         timeout=120,
         check=False,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

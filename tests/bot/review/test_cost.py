@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.cost import Calls, project
+from bot.review.cost import Calls, project
 from config.models import DEFAULT_PRICES
 from db import Database
 from db.models import QueryRecord, utcnow

@@ -18,15 +18,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from bot.answering import Requester
+from bot.answer.service import Requester
 from bot.cli import cli
-from bot.digest import send_digest
+from bot.review.digest import send_digest
 from config.models import DigestConfig, KbotConfig, ReportsConfig
 from indexer.scheduler import build_scheduler
 from tests.bot import teams_fakes as teams
 from tests.bot.fake_slack import BOT_TOKEN, FakeSlack
+from tests.bot.review.test_report import Seeded, database_url, seeded
 from tests.bot.servers import serve
-from tests.bot.test_report import Seeded, database_url, seeded
 
 CHANNEL = "C0LEADS"
 CONVERSATION = "19:leads@thread.tacv2"
@@ -141,7 +141,7 @@ def test_a_failing_platform_is_logged_and_the_other_still_gets_the_digest(
     kbot: Seeded, places: Places, caplog: pytest.LogCaptureFixture
 ) -> None:
     places.slack.failures[CHANNEL] = "channel_not_found"
-    with caplog.at_level(logging.INFO, logger="bot.digest"):
+    with caplog.at_level(logging.INFO, logger="bot.review.digest"):
         posted = send_digest(configured(kbot, places), kbot.rt.db, ENV)
     assert posted == {"slack": False, "teams": True}
     assert f"report digest not posted to Slack {CHANNEL}: channel_not_found" in caplog.text
@@ -154,7 +154,7 @@ def test_without_the_slack_token_the_log_says_which_variable_to_set(
     kbot: Seeded, places: Places, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = configured(kbot, places, digest={"teams_conversation": None})
-    with caplog.at_level(logging.ERROR, logger="bot.digest"):
+    with caplog.at_level(logging.ERROR, logger="bot.review.digest"):
         assert send_digest(cfg, kbot.rt.db, {}) == {"slack": False}
     assert "SLACK_BOT_TOKEN is not set" in caplog.text
     assert places.slack.calls == [] and places.teams.calls == []

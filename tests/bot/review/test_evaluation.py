@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from bot.answering import Answer, Citation
+from bot.answer.service import Answer, Citation
 from bot.cli import cli
-from bot.evaluation import (
+from bot.review.evaluation import (
     MEASURES,
     EvalError,
     Question,

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from bot.chat.web import create_app
 from bot.runtime import Runtime
-from bot.web import create_app
 from config.models import ReportsConfig
+from tests.bot.review.test_report import DISK_DOC, DISK_Q, ROTATE_Q, Seeded, database_url, seeded
 from tests.bot.servers import serve
-from tests.bot.test_report import DISK_DOC, DISK_Q, ROTATE_Q, Seeded, database_url, seeded
 
 TOKEN = "tok-5d2b9c0e-reports-admin"
 USER, PASSWORD = "lead", "pw-7e1a-reports-lead"
@@ -195,7 +195,7 @@ def test_without_a_credential_in_the_config_the_pages_are_off(kbot: Seeded) -> N
 
 
 def test_json_csv_and_markdown_downloads_and_periods(kbot: Seeded) -> None:
-    from bot.report import from_csv
+    from bot.review.report import from_csv
 
     data = json.loads(fetch(kbot.url + "reports?format=json", BEARER).body)
     assert (data["questions"], data["answered"], data["abstained"]) == (6, 4, 2)
