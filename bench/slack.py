@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))  # for bench.run and the Slack stand-in in tests/
 
 from bench.run import machine, measure, write_region  # noqa: E402
 from bot.chat.slack import mount  # noqa: E402
-from bot.chat.web import create_app  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
+from bot.server import create_app  # noqa: E402
 from config import parse_config  # noqa: E402
 from tests.bot.fake_slack import (  # noqa: E402
     BOT_TOKEN,

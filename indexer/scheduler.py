@@ -2,12 +2,14 @@
 
 Jobs coalesce missed runs and never overlap. All syncs run on one worker thread, so
 there is a single writer to the index even when two connectors fall due together.
-With a channel in ``reports.digest``, the report digest is one more job (``bot.review.digest``).
+Whoever starts the scheduler may add jobs of its own (the bot adds the report digest): the
+indexer knows nothing of them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -22,6 +24,8 @@ from db.models import utcnow
 from indexer.sync import Indexer, last_successful_run
 
 log = logging.getLogger(__name__)
+# Adds one job to a scheduler: how the process that starts it injects jobs of its own.
+Job = Callable[[BaseScheduler], None]
 
 
 def trigger_for(schedule: str) -> CronTrigger | IntervalTrigger:
@@ -59,8 +63,11 @@ def is_stale(schedule: str, last_ok: datetime | None, now: datetime) -> bool:
     return next_due(schedule, last_ok, now) == now
 
 
-def build_scheduler(config: KbotConfig, indexer: Indexer, *, blocking: bool) -> BaseScheduler:
-    """A scheduler with a job per connector; stale connectors are due immediately."""
+def build_scheduler(
+    config: KbotConfig, indexer: Indexer, *, blocking: bool, jobs: Iterable[Job] = ()
+) -> BaseScheduler:
+    """A scheduler with a job per connector, and the ``jobs`` given; stale connectors are
+    due immediately."""
     cls = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = cls(
         executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -82,12 +89,8 @@ def build_scheduler(config: KbotConfig, indexer: Indexer, *, blocking: bool) -> 
             replace_existing=True,
             **due,
         )
-    if config.reports.digest.enabled:
-        from bot.review.digest import (
-            schedule_digest,  # the bot's job; imported only when configured
-        )
-
-        schedule_digest(scheduler, config, indexer.db)
+    for add in jobs:
+        add(scheduler)
     return scheduler
 
 

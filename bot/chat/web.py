@@ -1,7 +1,7 @@
-"""The aiohttp server: the local web chat, its JSON API and /healthz.
+"""The local web chat: its page and its JSON API (/api/ask, /api/feedback).
 
-Later issues mount the Slack (/slack/events) and Teams (/api/messages) endpoints on the
-same application. The adapter here only turns HTTP into calls on the services.
+The adapter only turns HTTP into calls on the services; ``bot.server`` mounts it beside
+the other surfaces.
 """
 
 from __future__ import annotations
@@ -16,35 +16,28 @@ from aiohttp import web
 
 from bot.answer.feedback import FeedbackError, UnknownQuery
 from bot.answer.service import QuestionError, Requester
-from bot.chat.teams import mount_teams
-from bot.ops.logs import aiohttp_middleware as request_ids
-from bot.ops.metrics import mount as mount_metrics
-from bot.review.pages import mount_reports
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
-RUNTIME = web.AppKey("runtime", Runtime)
 MAX_BODY = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(runtime: Runtime) -> web.Application:
-    """The web chat application over ``runtime``'s services."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[request_ids(), _json_errors])
-    app[RUNTIME] = runtime
+WEB_RUNTIME = web.AppKey("web_chat_runtime", Runtime)
+
+
+def mount_web_chat(app: web.Application, runtime: Runtime) -> None:
+    """Serve the web chat page and its JSON API on ``app``."""
+    app[WEB_RUNTIME] = runtime
+    app.middlewares.append(_json_errors)
     app.add_routes(
         [
             web.get("/", index),
-            web.get("/healthz", healthz),
             web.post("/api/ask", api_ask),
             web.post("/api/feedback", api_feedback),
         ]
     )
-    mount_teams(app, runtime)
-    mount_reports(app, runtime)  # /reports and /reports/trace/{id}, behind reports: auth
-    mount_metrics(app, runtime)  # GET /metrics, unauthenticated: no user data in it
-    return app
 
 
 @web.middleware
@@ -66,16 +59,6 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(TEMPLATES / "chat.html", headers={"Cache-Control": "no-cache"})
-
-
-async def healthz(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    try:
-        # Opening the store on first use is blocking too, so both run off the event loop.
-        chunks = await asyncio.to_thread(lambda: rt.store.count())
-    except Exception as e:  # the store being broken is exactly what /healthz reports
-        return web.json_response({"status": "degraded", "error": str(e)}, status=503)
-    return web.json_response({"status": "ok", "chunks": chunks})
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -106,7 +89,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 async def api_ask(request: web.Request) -> web.Response:
     """``{"question": str, "user"?: str}`` -> the answer, its citations and its query id."""
-    rt = request.app[RUNTIME]
+    rt = request.app[WEB_RUNTIME]
     body = await _json_body(request)
     question = body.get("question")
     if not isinstance(question, str):
@@ -125,7 +108,7 @@ async def api_ask(request: web.Request) -> web.Response:
 
 async def api_feedback(request: web.Request) -> web.Response:
     """``{"query_id": str, "vote": "up"|"down", "reason"?: str, "user"?: str}``."""
-    rt = request.app[RUNTIME]
+    rt = request.app[WEB_RUNTIME]
     body = await _json_body(request)
     query_id, vote, reason = body.get("query_id"), body.get("vote"), body.get("reason")
     if not isinstance(query_id, str) or not query_id:
@@ -148,35 +131,3 @@ async def api_feedback(request: web.Request) -> web.Response:
 def _user(body: dict[str, Any]) -> str | None:
     user = body.get("user")
     return user[:255] if isinstance(user, str) and user.strip() else None
-
-
-def run_server(
-    runtime: Runtime,
-    host: str,
-    port: int,
-    *,
-    scheduler: bool = True,
-    slack_socket_mode: bool = False,
-) -> None:
-    """Serve until interrupted. In the embedded default the scheduler runs in this process,
-    so it is the one writer of the Chroma store on disk. Slack is served too when its
-    credentials are in the environment (``bot.chat.slack.mount``)."""
-    sched = None
-    if scheduler:
-        from indexer.scheduler import build_scheduler
-
-        sched = build_scheduler(runtime.config, runtime.indexer, blocking=False)
-        sched.start()
-    runtime.embedder  # noqa: B018 - load the model before the first question, not during it
-    app = create_app(runtime)
-    from bot.chat.slack import mount as mount_slack
-
-    mount_slack(app, runtime, socket_mode=slack_socket_mode)
-    if sched is not None:
-
-        async def stop_scheduler(_app: web.Application) -> None:
-            sched.shutdown(wait=False)
-
-        app.on_cleanup.append(stop_scheduler)
-    log.info("kbot web chat on http://%s:%s/", host, port)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)

@@ -370,7 +370,7 @@ def serve(
 ) -> None:
     """Serve the web chat (and Slack when SLACK_* credentials are set), syncing on schedule
     in-process."""
-    from bot.chat.web import run_server
+    from bot.server import run_server
 
     cfg = state.config
     run_server(
@@ -386,10 +386,12 @@ def serve(
 @click.pass_obj
 def worker(state: _State) -> None:
     """Run scheduled syncs only, in the foreground."""
+    from bot.review.digest import digest_jobs
     from indexer.scheduler import build_scheduler
 
     rt = state.runtime()
-    scheduler = build_scheduler(state.config, rt.indexer, blocking=True)
+    jobs = digest_jobs(state.config, rt.db)
+    scheduler = build_scheduler(state.config, rt.indexer, blocking=True, jobs=jobs)
     log.info("worker started with %d connector job(s)", len(state.config.connectors))
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
         scheduler.start()

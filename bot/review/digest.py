@@ -11,6 +11,7 @@ Question text in it follows ``reports.redact``, as in the report.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -103,6 +104,13 @@ def send_digest(
     if cfg.teams_conversation:
         posted["teams"] = asyncio.run(_post_teams(config, report, env))
     return posted
+
+
+def digest_jobs(config: KbotConfig, db: Database) -> list[Callable[[BaseScheduler], None]]:
+    """The digest's job for ``indexer.scheduler.build_scheduler``: none without a channel."""
+    if not config.reports.digest.enabled:
+        return []
+    return [functools.partial(schedule_digest, config=config, db=db)]
 
 
 def schedule_digest(scheduler: BaseScheduler, config: KbotConfig, db: Database) -> None:

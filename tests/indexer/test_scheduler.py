@@ -59,12 +59,27 @@ def test_scheduler_has_one_non_overlapping_job_per_connector(tmp_path, runtime_f
     sched.start(paused=True)
     try:
         jobs = {j.id: j for j in sched.get_jobs()}
-        assert set(jobs) == {"sync:fresh", "sync:hourly"}
+        assert set(jobs) == {"sync:fresh", "sync:hourly"}  # no job the caller did not give
         for j in jobs.values():
             assert j.coalesce and j.max_instances == 1
         # "hourly" never synced: due at start-up; "fresh" synced just now: due in a day.
         assert jobs["sync:hourly"].next_run_time <= datetime.now(UTC) + timedelta(seconds=1)
         assert jobs["sync:fresh"].next_run_time > datetime.now(UTC) + timedelta(hours=23)
+    finally:
+        sched.shutdown(wait=False)
+
+
+def test_the_caller_injects_jobs_of_its_own(tmp_path, runtime_factory):
+    cfg = make_config(tmp_path)
+    rt = runtime_factory(cfg)
+
+    def add_report(scheduler):
+        scheduler.add_job(print, trigger=trigger_for("1d"), id="report")
+
+    sched = build_scheduler(cfg, rt.indexer, blocking=False, jobs=[add_report])
+    sched.start(paused=True)
+    try:
+        assert [j.id for j in sched.get_jobs()] == ["report"]
     finally:
         sched.shutdown(wait=False)
 

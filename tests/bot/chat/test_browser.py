@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.chat.web import create_app
+from bot.server import create_app
 from tests.bot.servers import (
     ROTATE_DOC,
     ROTATE_TITLE,

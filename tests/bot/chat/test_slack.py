@@ -30,9 +30,9 @@ from bot.chat.slack_blocks import (
     answer_messages,
     to_mrkdwn,
 )
-from bot.chat.web import create_app
 from bot.cli import cli
 from bot.runtime import Runtime
+from bot.server import create_app
 from db.models import QueryRecord
 from tests.bot.fake_slack import (
     APP_TOKEN,

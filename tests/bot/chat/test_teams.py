@@ -29,8 +29,8 @@ from bot.chat.teams_cards import (
     answer_card,
     markdown_blocks,
 )
-from bot.chat.web import create_app
 from bot.runtime import Runtime
+from bot.server import create_app
 from config.loader import ConfigError
 from db.models import QueryRecord
 from tests.bot import teams_fakes as teams

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.answer.service import ABSTAIN_TEXT
-from bot.chat.web import MAX_BODY, create_app
+from bot.chat.web import MAX_BODY
 from bot.runtime import Runtime
+from bot.server import create_app
 from db.models import QueryRecord
 from tests.bot.servers import (
     ROTATE_DOC,

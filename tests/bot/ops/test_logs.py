@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from bot.chat.slack import mount as mount_slack
-from bot.chat.web import create_app
 from bot.ops import logs
+from bot.server import create_app
 from config import parse_config
 from db.models import QueryRecord
 from tests.bot.fake_openai import completion, fake_openai

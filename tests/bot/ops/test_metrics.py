@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy import text as sql
 
-from bot.chat.web import create_app
 from bot.runtime import Runtime
+from bot.server import create_app
 from config import KbotConfig
 from db.models import SyncRun
 from tests.bot.fake_openai import completion, fake_openai

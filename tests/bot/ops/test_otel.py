@@ -26,9 +26,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bot.answer.service import QuestionError
-from bot.chat.web import create_app
 from bot.ops import otel
 from bot.runtime import Runtime
+from bot.server import create_app
 from config.models import ObservabilityConfig
 from tests.bot.fake_openai import FakeOpenAI, completion, error, fake_openai
 from tests.bot.servers import runbook_connector, send, serve, write_runbooks
@@ -282,7 +282,7 @@ import sys
 from bot.ops import otel
 from bot.answer.service import AnsweringService, Requester
 from bot.answer.retrieval import Retriever
-from bot.chat.web import create_app
+from bot.server import create_app
 from config.models import AnsweringConfig, ObservabilityConfig, RetrievalConfig
 from db import Database
 

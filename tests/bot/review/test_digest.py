@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from bot.answer.service import Requester
 from bot.cli import cli
-from bot.review.digest import send_digest
+from bot.review.digest import digest_jobs, send_digest
 from config.models import DigestConfig, KbotConfig, ReportsConfig
 from indexer.scheduler import build_scheduler
 from tests.bot import teams_fakes as teams
@@ -170,7 +170,9 @@ def test_the_digest_follows_the_redaction_setting(kbot: Seeded, places: Places) 
 def test_the_scheduler_posts_the_digest_on_its_cron_schedule(kbot: Seeded, places: Places) -> None:
     cfg = configured(kbot, places, digest={"schedule": "30 8 * * 1", "timezone": "Europe/Berlin"})
     kbot.rt.indexer  # noqa: B018 - the scheduler's syncs need the writer; the seeded kbot has it
-    scheduler = build_scheduler(cfg, kbot.rt.indexer, blocking=False)
+    scheduler = build_scheduler(
+        cfg, kbot.rt.indexer, blocking=False, jobs=digest_jobs(cfg, kbot.rt.db)
+    )
     job = scheduler.get_job("digest")
     assert job is not None
     berlin = ZoneInfo("Europe/Berlin")
@@ -188,7 +190,7 @@ def test_the_scheduler_posts_the_digest_on_its_cron_schedule(kbot: Seeded, place
     teams_lines(places)
 
     off = kbot.rt.config  # no digest channel
-    assert build_scheduler(off, kbot.rt.indexer, blocking=False).get_job("digest") is None
+    assert digest_jobs(off, kbot.rt.db) == []
 
 
 def test_kbot_report_post_digest_posts_it_now(

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from bot.chat.web import create_app
 from bot.runtime import Runtime
+from bot.server import create_app
 from config.models import ReportsConfig
 from tests.bot.review.test_report import DISK_DOC, DISK_Q, ROTATE_Q, Seeded, database_url, seeded
 from tests.bot.servers import serve

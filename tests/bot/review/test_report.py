@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bot.chat.web import create_app
 from bot.cli import cli
 from bot.review.evaluation import percentile
 from bot.review.report import (
@@ -32,6 +31,7 @@ from bot.review.report import (
     render,
 )
 from bot.runtime import Runtime
+from bot.server import create_app
 from db.models import utcnow
 from tests.bot.fake_openai import FakeOpenAI, completion
 from tests.bot.servers import ROTATE_DOC, runbook_connector, send, serve, write_runbooks
