@@ -74,7 +74,8 @@ class Runtime:
     @property
     def all_audiences(self) -> frozenset[str]:
         """Every configured audience: for admin tools (eval, the CLI) that see everything."""
-        return frozenset(c.audience for c in self.config.connectors) | {"public"}
+        # audiences(), not audience: a Confluence connector gives spaces audiences of their own.
+        return frozenset().union(*(c.audiences() for c in self.config.connectors)) | {"public"}
 
     @cached_property
     def lexical(self) -> LexicalIndex:
