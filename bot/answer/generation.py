@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.answer.service import Answer, Citation, Usage
+from bot.answer.types import Answer, Citation, Usage
 from config import ConfigError
 from config.models import LLMConfig, ModelPrice
 from connectors.http import retry_after_seconds

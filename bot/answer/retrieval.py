@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
+from bot.answer.types import PUBLIC
 from config.models import RetrievalConfig
 from indexer.chunking import Chunk
 from indexer.embeddings import Embedder
@@ -26,7 +27,6 @@ from indexer.lexical import LexicalIndex
 from indexer.store import ScoredChunk, VectorStore
 
 RRF_K = 60
-PUBLIC = "public"
 # How many more candidates to fetch when some audiences are hidden from the requester.
 OVERFETCH = 4
 ALL = 10**9

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
 
 from bot.answer import answer_type
 from bot.answer.passages import blocks, idf_from, select_from_sections, tidy_headings
-from bot.answer.retrieval import PUBLIC, Retriever, visible_to
+from bot.answer.retrieval import Retriever, visible_to
+from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester
 from bot.ops.logs import new_query_id
 from bot.ops.metrics import observed
 from config.models import AnsweringConfig
@@ -42,104 +43,6 @@ SOURCE_MARGIN = 0.08
 CONTEXT_PASSAGES = 3
 CONTEXT_FIRST_CHARS = 2200
 CONTEXT_OTHER_CHARS = 700
-
-
-class QuestionError(ValueError):
-    """The question cannot be answered as asked (empty, too long)."""
-
-
-@dataclass(frozen=True)
-class Requester:
-    """Who asked, and where. ``audiences`` are the audiences the place of the question
-    belongs to (``public`` is always added): documents of any other audience are never
-    retrieved for it."""
-
-    platform: str = "cli"
-    channel: str | None = None
-    user: str | None = None
-    audiences: frozenset[str] = frozenset({PUBLIC})
-
-
-@dataclass(frozen=True)
-class Citation:
-    n: int
-    title: str
-    url: str
-    connector: str
-    path: str  # the document id, relative to its connector's root
-    heading: str = ""
-    chunk_id: str = ""
-
-    @classmethod
-    def of(cls, chunk: Chunk, n: int) -> Citation:
-        """Citation ``n``, to the document ``chunk`` came from."""
-        return cls(
-            n=n,
-            title=chunk.title,
-            url=chunk.url,
-            connector=chunk.connector,
-            path=chunk.doc_id,
-            heading=chunk.heading,
-            chunk_id=chunk.id,
-        )
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What one model call consumed; ``cost_usd`` is None when the model has no known price."""
-
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0
-    cost_usd: float | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": self.cost_usd,
-        }
-
-
-@dataclass
-class Answer:
-    query_id: str
-    question: str
-    text: str  # Markdown, with [n] markers that refer to ``citations``
-    abstained: bool
-    citations: list[Citation]
-    mode: str = "extractive"  # how the text was produced: extractive | generated
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    retrieved: list[dict[str, Any]] = field(default_factory=list)
-    # The chunks given to the answerer, in the order it was given them.
-    context: list[Chunk] = field(default_factory=list)
-    error: str | None = None  # a dependency that failed, said plainly
-    # With an ``llm:``: the model consulted, why its answer was not shown (a short code),
-    # what its call consumed (None when no call was made), and the prompt sent.
-    model: str | None = None
-    fallback_reason: str | None = None
-    usage: Usage | None = None
-    prompt: str | None = None
-    cache_hit: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "query_id": self.query_id,
-            "answer": self.text,
-            "abstained": self.abstained,
-            "mode": self.mode,
-            "citations": [
-                {k: v for k, v in asdict(c).items() if k not in ("chunk_id", "heading")}
-                for c in self.citations
-            ],
-            "latency_ms": self.latency_ms,
-            "error": self.error,
-            "generated": self.mode == "generated",
-            "fallback_reason": self.fallback_reason,
-            "usage": self.usage.as_json() if self.usage else None,
-        }
 
 
 class AnsweringService:

@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from bot.answer.service import Answer
+from bot.answer.types import Answer
 
 Block = dict[str, Any]
 

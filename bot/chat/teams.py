@@ -47,7 +47,7 @@ from botframework.connector.auth import AuthenticateRequestResult, Authenticatio
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from bot.answer.feedback import FeedbackError, UnknownQuery
-from bot.answer.service import Answer, QuestionError, Requester
+from bot.answer.types import Answer, QuestionError, Requester
 from bot.chat.deliveries import Deliveries
 from bot.chat.teams_cards import (
     ATTACHMENTS_TEXT,

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from botbuilder.core import CardFactory
 from botbuilder.schema import Activity, ActivityTypes
 
-from bot.answer.service import Answer, Citation
+from bot.answer.types import Answer, Citation
 
 # Teams renders Adaptive Cards up to schema 1.5 on desktop, web and mobile.
 CARD_VERSION = "1.5"

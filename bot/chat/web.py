@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.answer.feedback import FeedbackError, UnknownQuery
-from bot.answer.service import QuestionError, Requester
+from bot.answer.types import QuestionError, Requester
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)

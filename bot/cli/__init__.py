@@ -20,7 +20,7 @@ log = logging.getLogger("kbot")
 
 def _known_errors() -> tuple[type[Exception], ...]:
     from bot.answer.feedback import FeedbackError
-    from bot.answer.service import QuestionError
+    from bot.answer.types import QuestionError
     from db import DatabaseError
     from indexer.embeddings import EmbeddingError
     from indexer.lock import IndexLockedError
@@ -187,7 +187,7 @@ def sync(
 @click.pass_obj
 def ask(state: _State, question: str, as_json: bool, audiences: tuple[str, ...]) -> None:
     """Ask a QUESTION and print the answer with its sources."""
-    from bot.answer.service import Requester
+    from bot.answer.types import Requester
 
     rt = state.runtime()
     rt.answering.validate(question)

@@ -39,7 +39,8 @@ from bot.ops.logs import current_request_id
 from db.models import Feedback, IndexedDocument, SyncRun
 
 if TYPE_CHECKING:
-    from bot.answer.service import Answer, AnsweringService, Requester
+    from bot.answer.service import AnsweringService
+    from bot.answer.types import Answer, Requester
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def observed(ask: Callable[..., A]) -> Callable[..., A]:
         served = current_request_id() is not None
         if not watchers and not served and otel.tracer() is None:
             return ask(service, question, requester)
-        from bot.answer.service import QuestionError
+        from bot.answer.types import QuestionError
 
         platform = requester.platform if requester is not None else "cli"
         generator = service.generator

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from bot.answer.service import Answer
+    from bot.answer.types import Answer
     from config.models import ObservabilityConfig
 
 log = logging.getLogger(__name__)

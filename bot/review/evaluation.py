@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.answer.service import Answer, QuestionError, Requester
+from bot.answer.types import Answer, QuestionError, Requester
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.answer.retrieval import OVERFETCH
-from bot.answer.service import Requester
+from bot.answer.types import Requester
 from bot.runtime import Runtime
 from tests.conftest import make_config
 

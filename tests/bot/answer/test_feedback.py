@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 
 from bot.answer.feedback import FeedbackError, FeedbackService
 from bot.answer.retrieval import Retriever
-from bot.answer.service import AnsweringService, Requester
+from bot.answer.service import AnsweringService
+from bot.answer.types import Requester
 from config.models import AnsweringConfig, RetrievalConfig
 from db import Database
 from db.models import Feedback, QueryRecord

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.answer.generation import CANNOT_ANSWER, FALLBACK_REASONS, validate
-from bot.answer.service import Answer, Citation, Requester
+from bot.answer.types import Answer, Citation, Requester
 from bot.cli import cli
 from bot.runtime import Runtime
 from db.models import QueryRecord

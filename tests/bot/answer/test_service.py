@@ -7,7 +7,8 @@ import json
 import pytest
 from sqlalchemy import select
 
-from bot.answer.service import ABSTAIN_TEXT, QuestionError, Requester
+from bot.answer.service import ABSTAIN_TEXT
+from bot.answer.types import QuestionError, Requester
 from db.models import QueryRecord
 from tests.conftest import DEV_QUESTIONS, need
 

@@ -18,7 +18,8 @@ from aiohttp import web
 from click.testing import CliRunner
 from sqlalchemy import select, text
 
-from bot.answer.service import ABSTAIN_TEXT, Answer, Citation
+from bot.answer.service import ABSTAIN_TEXT
+from bot.answer.types import Answer, Citation
 from bot.chat.slack import EVENTS_PATH, MAX_BODY, SlackSetupError, mount, question_text
 from bot.chat.slack_blocks import (
     FEEDBACK_BLOCK,

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
-from bot.answer.service import Answer, Citation
+from bot.answer.types import Answer, Citation
 from bot.chat.teams import DELIVERY_ATTEMPTS, TeamsCredentials
 from bot.chat.teams_cards import (
     ATTACHMENTS_TEXT,

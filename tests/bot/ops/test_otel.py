@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bot.answer.service import QuestionError
+from bot.answer.types import QuestionError
 from bot.ops import otel
 from bot.runtime import Runtime
 from bot.server import create_app
@@ -280,7 +280,8 @@ def test_without_an_endpoint_nothing_of_opentelemetry_is_imported(tmp_path) -> N
     script = f"""
 import sys
 from bot.ops import otel
-from bot.answer.service import AnsweringService, Requester
+from bot.answer.service import AnsweringService
+from bot.answer.types import Requester
 from bot.answer.retrieval import Retriever
 from bot.server import create_app
 from config.models import AnsweringConfig, ObservabilityConfig, RetrievalConfig

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from bot.answer.service import Requester
+from bot.answer.types import Requester
 from bot.cli import cli
 from bot.review.digest import digest_jobs, send_digest
 from config.models import DigestConfig, KbotConfig, ReportsConfig

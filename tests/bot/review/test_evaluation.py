@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from bot.answer.service import Answer, Citation
+from bot.answer.types import Answer, Citation
 from bot.cli import cli
 from bot.review.evaluation import (
     MEASURES,
