@@ -491,7 +491,8 @@ def report(state: _State, since: str, fmt: str, out: Path | None, post_digest: b
     👍/👎 over time, per connector and document, the 👎 answers with their reasons and
     traces, content gaps, stale cited documents, latency per stage, tokens and cost."""
     from bot.review.digest import send_digest
-    from bot.review.report import ReportError, build_report, render
+    from bot.review.render import render
+    from bot.review.report import ReportError, build_report
 
     cfg = state.config
     db = state.runtime().db
