@@ -6,7 +6,8 @@ cookie, so the report's links to traces work in a browser. Without either creden
 pages are off (404, saying how to turn them on). Secrets are compared in constant time.
 
 The pages carry no script and load nothing from elsewhere, and a Content-Security-Policy
-says so: questions, reasons and document titles are user input, and are escaped besides.
+says so. They render through the autoescaping templates in ``bot/review/templates``, so
+questions, reasons and document titles, which are user input, are shown as text.
 The trace page applies the same ``reports.redact`` as the report; the full trace stays with
 ``kbot trace`` on the server.
 """
@@ -17,15 +18,14 @@ import asyncio
 import base64
 import binascii
 import hmac
-import html
 import logging
 from hashlib import sha256
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bot.review.report import FORMATS, Redactor, ReportError, build_report, render, to_html
+from bot.review.render import FORMATS, render, render_template, report_context
+from bot.review.report import Redactor, ReportError, build_report
 from bot.review.trace import UnknownTrace, trace
 from bot.runtime import Runtime
 from config.models import ReportsConfig
@@ -36,6 +36,7 @@ REPORTS_RUNTIME = web.AppKey("reports_runtime", Runtime)
 COOKIE = "kbot_reports"
 COOKIE_MAX_AGE = 12 * 3600
 PERIODS = ("7d", "30d", "90d")
+DOWNLOADS = ("csv", "json", "md")
 CONTENT_TYPES = {
     "html": "text/html",
     "md": "text/markdown",
@@ -75,7 +76,13 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
     except ReportError as e:
         return _page(400, "Bad request", f"since: {e}")
     if fmt == "html":
-        body = to_html(report, lambda qid: f"reports/trace/{qid}", _nav(since))
+        body = render_template(
+            "report_page.html.j2",
+            **report_context(report, lambda qid: f"reports/trace/{qid}"),
+            since=since,
+            periods=PERIODS,
+            downloads=DOWNLOADS,
+        )
     else:
         body = render(report, fmt)
     response = web.Response(
@@ -201,16 +208,13 @@ def _off(rt: Runtime) -> web.HTTPException:
 
 
 def _unauthorized(cfg: ReportsConfig, message: str) -> web.HTTPException:
-    form = ""
-    if cfg.admin_token is not None:
-        form = (
-            '<form method="post" action="/reports/login"><label>Admin token '
-            '<input type="password" name="token" autocomplete="current-password" required>'
-            "</label> <button>Open the report</button></form>"
-        )
     challenge = 'Basic realm="kbot reports", charset="UTF-8"' if cfg.password else "Bearer"
     return _error(
-        web.HTTPUnauthorized, "Log in", message, form, headers={"WWW-Authenticate": challenge}
+        web.HTTPUnauthorized,
+        "Log in",
+        message,
+        login_form=cfg.admin_token is not None,
+        headers={"WWW-Authenticate": challenge},
     )
 
 
@@ -218,42 +222,37 @@ def _error(
     cls: type[web.HTTPException],
     title: str,
     message: str,
-    extra: str = "",
+    *,
+    login_form: bool = False,
     headers: dict[str, str] | None = None,
 ) -> web.HTTPException:
     return cls(
-        text=_document(title, f"<h1>{_h(title)}</h1><p>{_h(message)}</p>{extra}"),
+        text=_message(title, message, login_form),
         content_type="text/html",
         headers={**HEADERS, **(headers or {})},
     )
 
 
 def _page(status: int, title: str, message: str) -> web.Response:
-    body = _document(title, f"<h1>{_h(title)}</h1><p>{_h(message)}</p>")
     return web.Response(
-        status=status, text=body, content_type="text/html", charset="utf-8", headers=HEADERS
+        status=status,
+        text=_message(title, message),
+        content_type="text/html",
+        charset="utf-8",
+        headers=HEADERS,
     )
 
 
-def _nav(since: str) -> str:
-    links = [
-        f'<a href="?{urlencode({"since": p})}"{" aria-current=page" if p == since else ""}>'
-        f"last {p}</a>"
-        for p in PERIODS
-    ]
-    links += [
-        f'<a href="?{urlencode({"since": since, "format": f})}">{f.upper()}</a>'
-        for f in ("csv", "json", "md")
-    ]
-    return f'<nav aria-label="Period and downloads">{"".join(links)}</nav>'
+def _message(title: str, message: str, login_form: bool = False) -> str:
+    return render_template("message.html.j2", title=title, message=message, login_form=login_form)
 
 
 # -- the trace page ------------------------------------------------------------------
 
 
 def trace_html(t: dict[str, Any], redactor: Redactor) -> str:
-    """One answer's trace (``bot.review.trace.trace``) as a page; everything in it is escaped."""
-    e = _h
+    """One answer's trace (``bot.review.trace.trace``) as a page, with ``reports.redact``
+    applied to the question (in the prompt too) and to user ids."""
     r = t["requester"]
     question = redactor.question(t["question"])
     prompt = t["prompt"]
@@ -286,64 +285,16 @@ def trace_html(t: dict[str, Any], redactor: Redactor) -> str:
             ),
             ("cost", cost),
         ]
-    rows = "".join(
-        f"<tr><td>{'cited' if h['chunk_id'] in cited else ''}</td><td class=n>{i}</td>"
-        f"<td class=n>{h['score']:.3f}</td><td class=n>{h.get('dense', 0):.3f}</td>"
-        f"<td class=n>{h.get('lexical', 0):.2f}</td><td>{e(h['connector'])}</td>"
-        f"<td>{e(h['path'])}</td></tr>"
-        for i, h in enumerate(t["retrieved"], 1)
+    return render_template(
+        "trace.html.j2",
+        query_id=t["query_id"],
+        question=question,
+        facts=facts,
+        retrieved=[
+            {**h, "n": i, "cited": h["chunk_id"] in cited} for i, h in enumerate(t["retrieved"], 1)
+        ],
+        citations=t["citations"],
+        answer=t["answer"],
+        prompt=prompt,
+        feedback=[{**f, "user": redactor.user(f["user"])} for f in t["feedback"]],
     )
-    votes = "".join(
-        f"<li>{e(f['vote'])} by {e(redactor.user(f['user']) or 'anonymous')}"
-        + (f": {e(f['reason'])}" if f["reason"] else "")
-        + "</li>"
-        for f in t["feedback"]
-    )
-    citations = "".join(
-        f"<li>[{e(c['n'])}] {e(c['title'])} ({e(c['connector'])}: {e(c['path'])})</li>"
-        for c in t["citations"]
-    )
-    body = [
-        '<p><a href="../../reports">← report</a></p>',
-        "<h1>Trace</h1>",
-        f"<p class=question>{e(question)}</p>",
-        "<table class=facts>"
-        + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
-        + "</table>",
-        "<h2>Retrieved</h2>",
-        "<table><thead><tr><th></th><th>#</th><th>score</th><th>dense</th><th>lexical</th>"
-        f"<th>connector</th><th>document</th></tr></thead><tbody>{rows}</tbody></table>"
-        if rows
-        else "<p>Nothing was retrieved.</p>",
-        "<h2>Citations</h2>",
-        f"<ol class=plain>{citations}</ol>" if citations else "<p>None.</p>",
-        "<h2>Answer</h2>",
-        f"<pre>{e(t['answer'])}</pre>",
-    ]
-    if prompt:
-        body += ["<h2>Prompt</h2>", f"<pre>{e(prompt)}</pre>"]
-    body += ["<h2>Feedback</h2>", f"<ul>{votes}</ul>" if votes else "<p>None.</p>"]
-    return _document(f"kbot trace {t['query_id']}", "".join(body))
-
-
-_PAGE_CSS = (
-    "body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}"
-    "main{max-width:1000px;margin:0 auto;padding:24px}table{border-collapse:collapse;"
-    "background:#fff;width:100%}th,td{border:1px solid #dde1e8;padding:4px 8px;text-align:left;"
-    "vertical-align:top}td.n{text-align:right}pre{white-space:pre-wrap;background:#fff;"
-    "border:1px solid #dde1e8;padding:8px}.question{font-size:18px;font-weight:600}"
-    "ol.plain{list-style:none;padding:0}"
-)
-
-
-def _document(title: str, body: str) -> str:
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_h(title)}</title><style>{_PAGE_CSS}</style></head>"
-        f"<body><main>{body}</main></body></html>"
-    )
-
-
-def _h(value: Any) -> str:
-    return html.escape(str(value), quote=True)

@@ -195,7 +195,7 @@ def test_without_a_credential_in_the_config_the_pages_are_off(kbot: Seeded) -> N
 
 
 def test_json_csv_and_markdown_downloads_and_periods(kbot: Seeded) -> None:
-    from bot.review.report import from_csv
+    from bot.review.render import from_csv
 
     data = json.loads(fetch(kbot.url + "reports?format=json", BEARER).body)
     assert (data["questions"], data["answered"], data["abstained"]) == (6, 4, 2)

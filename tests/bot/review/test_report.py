@@ -21,15 +21,8 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 from bot.review.evaluation import percentile
-from bot.review.report import (
-    REDACTED,
-    Redactor,
-    ReportError,
-    build_report,
-    from_csv,
-    period_start,
-    render,
-)
+from bot.review.render import from_csv, render
+from bot.review.report import REDACTED, Redactor, ReportError, build_report, period_start
 from bot.runtime import Runtime
 from bot.server import create_app
 from db.models import utcnow
