@@ -11,12 +11,11 @@ import time
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
-from bot.answer import answer_type
+from bot.answer import answer_type, events
 from bot.answer.passages import blocks, idf_from, select_from_sections, tidy_headings
 from bot.answer.retrieval import Retriever, visible_to
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester
 from bot.ops.logs import new_query_id
-from bot.ops.metrics import observed
 from config.models import AnsweringConfig
 from db import Database
 from db.models import QueryRecord, utcnow
@@ -75,13 +74,17 @@ class AnsweringService:
             )
         return q
 
-    @observed  # metrics and, when configured, OpenTelemetry spans
     def ask(self, question: str, requester: Requester | None = None) -> Answer:
         """Answer one question.
 
         Raises QuestionError for unusable input, never for a failing index: that becomes an
-        answer that says so, and is logged like any other.
+        answer that says so, and is logged like any other. Observers subscribed to
+        ``bot.answer.events`` (metrics, logs, spans) watch every call.
         """
+        event = events.Asked(self, question, requester)
+        return events.observed(event, lambda: self._ask(question, requester))
+
+    def _ask(self, question: str, requester: Requester | None) -> Answer:
         q = self.validate(question)
         requester = requester or Requester()
         t0 = time.perf_counter()

@@ -83,10 +83,11 @@ class _State:
 def _observe(config: KbotConfig, log_json: bool) -> None:
     """Apply a loaded config's observability: secrets redacted from logs, JSON lines when
     asked for, and OpenTelemetry spans when an OTLP endpoint is set."""
-    from bot.ops import logs, otel
+    from bot.ops import logs, observer, otel
 
     logs.use_config(config, json_logs=log_json)
     otel.setup(config.observability)
+    observer.install()
 
 
 def _progress_bars(name: str, total: int | None):  # -> indexer.sync.Progress

@@ -3,8 +3,8 @@
 Two kinds, by where the truth is:
 
 - Events of this process (questions, their stage latencies, model calls, tokens, cost) are
-  counted as they happen: ``observed`` wraps ``AnsweringService.ask`` and reports each answer
-  to the ``Metrics`` of every server built over that service's runtime.
+  counted as they happen: ``bot.ops.observer`` watches every ``AnsweringService.ask`` and
+  reports each answer to the ``Metrics`` of every server built over that service's runtime.
 - State kept in the database (connector syncs, indexed documents, votes) is read at scrape
   time, so it is right in ``kbot serve`` although a separate ``kbot worker`` may run the syncs,
   and survives restarts.
@@ -19,11 +19,10 @@ why ``/metrics`` is served without authentication, like ``/healthz``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import weakref
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
@@ -35,12 +34,10 @@ from sqlalchemy import func, select
 
 from bot.answer.feedback import VOTES
 from bot.ops import otel
-from bot.ops.logs import current_request_id
 from db.models import Feedback, IndexedDocument, SyncRun
 
 if TYPE_CHECKING:
-    from bot.answer.service import AnsweringService
-    from bot.answer.types import Answer, Requester
+    from bot.answer.types import Answer
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -117,7 +114,7 @@ class Metrics:
             registry=r,
         )
         r.register(DatabaseCollector(runtime))
-        _live.add(self)
+        live.add(self)
 
     def watches(self, service: object) -> bool:
         """Whether ``service`` is this runtime's answering service. Only an already built
@@ -149,57 +146,7 @@ class Metrics:
 
 
 # Every live server's metrics; a server's go when its app does.
-_live: weakref.WeakSet[Metrics] = weakref.WeakSet()
-
-
-def observed(ask: Callable[..., A]) -> Callable[..., A]:
-    """Wraps ``AnsweringService.ask`` to count each answer in the metrics of the servers over
-    its runtime, to trace it when tracing is on, and to log one line for it when a server
-    answered it (in a request context). Otherwise it only calls ``ask``.
-    A refused question (``QuestionError``: empty, too long) is not a request; any other
-    exception counts as an error and is raised on."""
-
-    @functools.wraps(ask)
-    def wrapper(
-        service: AnsweringService, question: str, requester: Requester | None = None
-    ) -> Any:
-        watchers = [m for m in list(_live) if m.watches(service)]
-        served = current_request_id() is not None
-        if not watchers and not served and otel.tracer() is None:
-            return ask(service, question, requester)
-        from bot.answer.types import QuestionError
-
-        platform = requester.platform if requester is not None else "cli"
-        generator = service.generator
-        provider = generator.config.provider if generator is not None else None
-        call = functools.partial(ask, service, question, requester)
-        try:
-            if otel.tracer() is not None:
-                answer = otel.traced(call, platform, provider, QuestionError)
-            else:
-                answer = call()
-        except QuestionError:
-            raise
-        except Exception:
-            for m in watchers:
-                m.failed(platform)
-            raise
-        for m in watchers:
-            m.answered(answer, platform, provider)
-        if served:
-            # One line per question a server answered: its access log, without the question.
-            log.info(
-                "query %s from %s: %s (%s) in %.0f ms",
-                answer.query_id,
-                platform,
-                otel.outcome(answer),
-                answer.mode,
-                answer.latency_ms.get("total", 0.0),
-                extra={"platform": platform, "outcome": otel.outcome(answer)},
-            )
-        return answer
-
-    return wrapper
+live: weakref.WeakSet[Metrics] = weakref.WeakSet()
 
 
 class DatabaseCollector(Collector):
@@ -320,6 +267,9 @@ METRICS = web.AppKey("metrics", Metrics)
 
 def mount(app: web.Application, runtime: Runtime) -> Metrics:
     """Serve ``GET /metrics`` on ``app``, counting the answers of ``runtime``'s service."""
+    from bot.ops import observer
+
+    observer.install()
     metrics = Metrics(runtime)
     app[METRICS] = metrics
     app.router.add_get(PATH, _endpoint)

@@ -112,7 +112,7 @@ def test_json_logs_carry_the_request_id_that_is_the_query_id(served, json_lines)
     for line in lines:
         assert {"ts", "level", "logger", "message"} <= set(line)
     mine = [line for line in lines if line.get("request_id") == rid]
-    [summary] = [line for line in mine if line["logger"] == "bot.ops.metrics"]
+    [summary] = [line for line in mine if line["logger"] == "bot.ops.observer"]
     assert summary["query_id"] == rid
     assert summary["level"] == "INFO"
     assert summary["platform"] == "web" and summary["outcome"] == "answered"
@@ -328,7 +328,7 @@ def test_each_slack_event_is_a_request_whose_id_is_its_answers_query_id(
     summaries = [
         line
         for line in parsed(json_lines)
-        if line["logger"] == "bot.ops.metrics" and line.get("platform") == "slack"
+        if line["logger"] == "bot.ops.observer" and line.get("platform") == "slack"
     ]
     assert len(summaries) == 2
     for line in summaries:

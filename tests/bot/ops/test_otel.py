@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bot.answer.types import QuestionError
-from bot.ops import otel
+from bot.ops import observer, otel
 from bot.runtime import Runtime
 from bot.server import create_app
 from config.models import ObservabilityConfig
@@ -49,6 +49,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     otel.use(provider)
+    observer.install()  # as the CLI and the server do
     try:
         yield memory
     finally:
@@ -227,6 +228,7 @@ def test_spans_are_exported_over_otlp_http_to_the_configured_endpoint(
     collector = Collector()
     with serve(collector.app()) as url:
         assert otel.setup(ObservabilityConfig(otlp_endpoint=url)) is True
+        observer.install()  # as the CLI does after setup
         try:
             answer = rt.answering.ask(ROTATE_Q)
         finally:
