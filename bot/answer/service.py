@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from bot.answer import answer_type, events
 from bot.answer.passages import blocks, idf_from, select_from_sections, tidy_headings
+from bot.answer.request_ids import new_query_id
 from bot.answer.retrieval import Retriever, visible_to
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester
-from bot.ops.logs import new_query_id
 from config.models import AnsweringConfig
 from db import Database
 from db.models import QueryRecord, utcnow

@@ -32,10 +32,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.answer.feedback import FeedbackError
+from bot.answer.request_ids import fresh_context
 from bot.answer.types import Answer, QuestionError, Requester
 from bot.chat import slack_blocks as kit
 from bot.chat.deliveries import Deliveries
-from bot.ops.logs import fresh_context
 from bot.runtime import Runtime
 from config import ConfigError
 

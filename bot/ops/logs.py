@@ -1,10 +1,11 @@
 """Structured logs: one JSON object per line, each carrying the id of the request it served.
 
-Every incoming request or chat event runs in a request context (``request_context()``) that
-holds a fresh request id in a contextvar. The first question answered in that context takes
-the request id as its query id (``new_query_id()``), so a log line, its ``queries`` row and
-``kbot trace QUERY_ID`` all carry the same id. ``asyncio.to_thread`` and new tasks copy the
-context, so the answering thread logs under the id of the request that asked.
+Every incoming request or chat event runs in a request context
+(``bot.answer.request_ids``) that holds a fresh request id in a contextvar. The first
+question answered in that context takes the request id as its query id, so a log line, its
+``queries`` row and ``kbot trace QUERY_ID`` all carry the same id. ``asyncio.to_thread``
+and new tasks copy the context, so the answering thread logs under the id of the request
+that asked.
 
 Whatever the format, known secrets (tokens and passwords from the config and the
 environment) are replaced by ``[redacted]`` before a line is written.
@@ -12,23 +13,21 @@ environment) are replaced by ``[redacted]`` before a line is written.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import os
 import re
 import sys
-import threading
 import traceback
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
+
+from bot.answer import request_ids
+from bot.answer.request_ids import current_query_id, current_request_id, request_context
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -61,71 +60,12 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 
-@dataclass
-class _Request:
-    id: str
-    query_id: str | None = None
-    claimed: bool = False  # the request id was given to a query already
-
-
-_current: contextvars.ContextVar[_Request | None] = contextvars.ContextVar(
-    "kbot_request", default=None
-)
-_claim_lock = threading.Lock()
-
-
-def new_request_id() -> str:
-    """A request id: 32 hex digits, the form of a query id."""
-    return uuid.uuid4().hex
-
-
-@contextmanager
-def request_context(request_id: str | None = None) -> Iterator[str]:
-    """Run the block as one request with a fresh id (or ``request_id``); yields the id."""
-    token = _current.set(_Request(request_id or new_request_id()))
-    try:
-        yield _current.get().id  # type: ignore[union-attr]
-    finally:
-        _current.reset(token)
-
-
-def fresh_context() -> contextvars.Context:
-    """A copy of the current context with a new request of its own, for a background task
-    that handles one chat event (``loop.create_task(..., context=fresh_context())``)."""
-    ctx = contextvars.copy_context()
-    ctx.run(_current.set, _Request(new_request_id()))
-    return ctx
-
-
-def current_request_id() -> str | None:
-    req = _current.get()
-    return req.id if req is not None else None
-
-
-def current_query_id() -> str | None:
-    req = _current.get()
-    return req.query_id if req is not None else None
-
-
-def new_query_id() -> str:
-    """The id for a new query log row: the request's id for its first question (so logs and
-    the query log share one id), a fresh one otherwise (no request, or a second question)."""
-    req = _current.get()
-    if req is None:
-        return uuid.uuid4().hex
-    with _claim_lock:
-        qid = uuid.uuid4().hex if req.claimed else req.id
-        req.claimed, req.query_id = True, qid
-    return qid
-
-
 class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` and ``query_id`` (None outside a request) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        req = _current.get()
-        record.request_id = req.id if req is not None else None
-        record.query_id = req.query_id if req is not None else None
+        record.request_id = current_request_id()
+        record.query_id = current_query_id()
         return True
 
 
@@ -169,7 +109,7 @@ class JsonFormatter(logging.Formatter):
         }
         request_id = getattr(record, "request_id", None)
         query_id = getattr(record, "query_id", None)
-        if request_id is None and query_id is None and (req := _current.get()) is not None:
+        if request_id is None and query_id is None and (req := request_ids.current()) is not None:
             request_id, query_id = req.id, req.query_id  # a handler without the filter
         if request_id:
             entry["request_id"] = request_id

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 
 from bot.answer import events
+from bot.answer.request_ids import current_request_id
 from bot.answer.types import Answer, QuestionError
 from bot.ops import otel
-from bot.ops.logs import current_request_id
 from bot.ops.metrics import live
 
 log = logging.getLogger(__name__)

@@ -121,7 +121,7 @@ def traced(
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
-    from bot.ops.logs import current_request_id
+    from bot.answer.request_ids import current_request_id
 
     start = time.time_ns()
     with _tracer.start_as_current_span(

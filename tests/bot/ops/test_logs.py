@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.answer import request_ids
 from bot.chat.slack import mount as mount_slack
 from bot.ops import logs
 from bot.server import create_app
@@ -146,16 +147,16 @@ def test_a_vote_gets_a_request_id_of_its_own(served) -> None:
 
 
 def test_query_ids_within_and_outside_a_request() -> None:
-    with logs.request_context() as rid:
-        assert logs.current_request_id() == rid
-        first, second = logs.new_query_id(), logs.new_query_id()
+    with request_ids.request_context() as rid:
+        assert request_ids.current_request_id() == rid
+        first, second = request_ids.new_query_id(), request_ids.new_query_id()
         assert first == rid
         assert HEX32.match(second) and second != rid  # a query id is never reused
-        assert logs.current_query_id() == second
-    assert logs.current_request_id() is None
-    assert logs.new_query_id() != logs.new_query_id()
-    ctx = logs.fresh_context()
-    assert ctx.run(logs.current_request_id) not in (None, logs.current_request_id())
+        assert request_ids.current_query_id() == second
+    assert request_ids.current_request_id() is None
+    assert request_ids.new_query_id() != request_ids.new_query_id()
+    ctx = request_ids.fresh_context()
+    assert ctx.run(request_ids.current_request_id) not in (None, request_ids.current_request_id())
 
 
 def test_a_json_line_is_one_line_with_the_exception_and_extras() -> None:
@@ -167,7 +168,7 @@ def test_a_json_line_is_one_line_with_the_exception_and_extras() -> None:
     log.addHandler(handler)
     log.propagate = False
     try:
-        with logs.request_context() as rid:
+        with request_ids.request_context() as rid:
             try:
                 raise RuntimeError("the store\nis broken")
             except RuntimeError:
@@ -312,7 +313,7 @@ def test_each_slack_event_is_a_request_whose_id_is_its_answers_query_id(
             seen: list[str | None] = []
 
             async def probe() -> None:
-                seen.append(logs.current_request_id())
+                seen.append(request_ids.current_request_id())
 
             async def spawn() -> None:
                 adapter._spawn(probe())
