@@ -1,0 +1,19 @@
+"""The ``kbot`` command line: one module per command group, each a thin shell over the same
+services the bot uses (``bot.cli.main`` holds the group, its options and error handling)."""
+
+from bot.cli import ask, connectors, cost, eval, feedback, report, serve, sync, trace
+from bot.cli.main import cli, main
+
+__all__ = [
+    "ask",
+    "cli",
+    "connectors",
+    "cost",
+    "eval",
+    "feedback",
+    "main",
+    "report",
+    "serve",
+    "sync",
+    "trace",
+]
