@@ -9,17 +9,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from hashlib import sha256
 from typing import Any
 
 from aiohttp import web
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from bot.answer.feedback import FeedbackError, UnknownQuery
 from bot.answer.types import QuestionError, Requester
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
-TEMPLATES = Path(__file__).parent / "templates"
+# The chat page is a template like the review pages, so whatever it is ever given is escaped.
+PAGES = Environment(
+    loader=PackageLoader("bot.chat", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
 MAX_BODY = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,8 +64,20 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return _error(500, "kbot hit an internal error; the details are in the server log.")
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(TEMPLATES / "chat.html", headers={"Cache-Control": "no-cache"})
+async def index(request: web.Request) -> web.Response:
+    """The chat page. ``no-cache`` makes a browser ask again each time; the ETag lets it
+    keep its copy (304) until the page changes."""
+    body = PAGES.get_template("chat.html").render()
+    etag = sha256(body.encode()).hexdigest()[:16]
+    headers = {"Cache-Control": "no-cache"}
+    if any(tag.value == etag for tag in request.if_none_match or ()):
+        response = web.Response(status=304, headers=headers)
+    else:
+        response = web.Response(
+            text=body, content_type="text/html", charset="utf-8", headers=headers
+        )
+    response.etag = etag
+    return response
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -9,13 +9,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2 import StrictUndefined
 from sqlalchemy import func, select
 
+import bot.chat
 from bot.answer.service import ABSTAIN_TEXT
-from bot.chat.web import MAX_BODY
+from bot.chat.web import MAX_BODY, PAGES
 from bot.runtime import Runtime
 from bot.server import create_app
 from db.models import QueryRecord
@@ -85,6 +88,21 @@ def test_index_serves_the_self_contained_chat_page(chat: Chat) -> None:
     # The page works offline: nothing is loaded from another host.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "@import" not in page
+
+
+def test_the_chat_page_is_its_template_and_a_browser_may_keep_its_copy(chat: Chat) -> None:
+    assert PAGES.autoescape is True and PAGES.undefined is StrictUndefined
+    source = (Path(bot.chat.__file__).parent / "templates" / "chat.html").read_text()
+    with urllib.request.urlopen(chat.url, timeout=60) as r:
+        assert r.read().decode() == source  # the page takes no values: served as written
+        assert r.headers["Cache-Control"] == "no-cache"
+        etag = r.headers["ETag"]
+    assert etag
+    again = urllib.request.Request(chat.url, headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as unchanged:
+        urllib.request.urlopen(again, timeout=60)
+    unchanged.value.close()
+    assert unchanged.value.code == 304
 
 
 def test_healthz_reports_ok_with_the_chunk_count(chat: Chat) -> None:
