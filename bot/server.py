@@ -15,6 +15,7 @@ from aiohttp import web
 
 from bot.chat.teams import mount_teams
 from bot.chat.web import MAX_BODY, mount_web_chat
+from bot.ops import observer
 from bot.ops.logs import aiohttp_middleware as request_ids
 from bot.ops.metrics import mount as mount_metrics
 from bot.review.pages import mount_reports
@@ -26,6 +27,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def create_app(runtime: Runtime) -> web.Application:
     """The application over ``runtime``'s services (Slack is mounted by ``run_server``)."""
+    observer.install()  # metrics, spans and the request log watch the answering service
     app = web.Application(client_max_size=MAX_BODY, middlewares=[request_ids()])
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)

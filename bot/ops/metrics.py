@@ -267,9 +267,6 @@ METRICS = web.AppKey("metrics", Metrics)
 
 def mount(app: web.Application, runtime: Runtime) -> Metrics:
     """Serve ``GET /metrics`` on ``app``, counting the answers of ``runtime``'s service."""
-    from bot.ops import observer
-
-    observer.install()
     metrics = Metrics(runtime)
     app[METRICS] = metrics
     app.router.add_get(PATH, _endpoint)
