@@ -42,6 +42,7 @@ def subscribe(observer: Observer) -> None:
 
 
 def unsubscribe(observer: Observer) -> None:
+    """Stop watching (an observer that is not subscribed is ignored)."""
     if observer in _observers:
         _observers.remove(observer)
 

@@ -74,8 +74,3 @@ def new_query_id() -> str:
         qid = uuid.uuid4().hex if req.claimed else req.id
         req.claimed, req.query_id = True, qid
     return qid
-
-
-def current() -> _Request | None:
-    """The request being served, if any (for the log formatter's fallback)."""
-    return _current.get()

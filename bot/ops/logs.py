@@ -26,7 +26,6 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
 
-from bot.answer import request_ids
 from bot.answer.request_ids import current_query_id, current_request_id, request_context
 
 if TYPE_CHECKING:
@@ -109,8 +108,8 @@ class JsonFormatter(logging.Formatter):
         }
         request_id = getattr(record, "request_id", None)
         query_id = getattr(record, "query_id", None)
-        if request_id is None and query_id is None and (req := request_ids.current()) is not None:
-            request_id, query_id = req.id, req.query_id  # a handler without the filter
+        if request_id is None and query_id is None:  # a handler without the filter
+            request_id, query_id = current_request_id(), current_query_id()
         if request_id:
             entry["request_id"] = request_id
         if query_id:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
@@ -55,8 +55,6 @@ TOKEN_BUCKETS = (
 )  # fmt: skip
 GEN_AI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
 SYNC_STATUSES = ("ok", "failed")
-
-A = TypeVar("A")
 
 
 class Metrics:
