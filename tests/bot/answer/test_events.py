@@ -48,7 +48,10 @@ def test_an_observer_sees_a_refused_question_raise(corpus_runtime, seen):
     assert seen == [("asked", "   "), ("raised", "QuestionError")]
 
 
-def test_the_first_subscribed_observer_is_outermost():
+def test_the_first_subscribed_observer_is_outermost(monkeypatch):
+    # Only this test's observers: the ops observer another test installed watches real
+    # services, not this event's stand-in.
+    monkeypatch.setattr(events, "_observers", [])
     order: list[str] = []
 
     def named(name: str) -> events.Observer:
