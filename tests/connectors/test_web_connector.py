@@ -23,9 +23,8 @@ from sqlalchemy import select
 from config import ConfigError
 from connectors import build_connector
 from connectors.base import ConnectorError
-from connectors.http import retry_after_seconds
+from connectors.http import USER_AGENT, retry_after_seconds
 from connectors.web import (
-    USER_AGENT,
     WebConfig,
     WebConnector,
     extract_page,
@@ -59,8 +58,9 @@ class FakeClock:
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     c = FakeClock()
-    monkeypatch.setattr("connectors.web._clock", c.now)
-    monkeypatch.setattr("connectors.web._sleep", c.sleep)
+    monkeypatch.setattr("connectors.web.fetching._clock", c.now)
+    monkeypatch.setattr("connectors.web.fetching._sleep", c.sleep)
+    monkeypatch.setattr("connectors.http.sleep", c.sleep)
     return c
 
 
