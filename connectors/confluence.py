@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +39,14 @@ from bs4 import BeautifulSoup, Tag
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError, state_dir
-from connectors.http import USER_AGENT, retry_after_seconds
+from connectors.http import (
+    TRANSIENT_STATUSES,
+    USER_AGENT,
+    RetriesExhausted,
+    Retry,
+    RetryFields,
+    retry_after_seconds,
+)
 from connectors.parsing import MAX_FILE_BYTES, html_to_markdown
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,6 @@ SEP = " › "
 CQL_MARGIN = timedelta(days=1)
 # Pages whose place in the tree changed are fetched by id, this many per CQL query.
 ID_BATCH = 25
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Every page's body comes in the same answer; ancestors name its place in the tree.
 _FULL_EXPAND = "body.storage,version,ancestors,space"
 _LIST_EXPAND = "version,ancestors,space"
@@ -63,12 +68,7 @@ SpaceKey = Annotated[str, Field(pattern=r"^~?[A-Za-z0-9_.@-]+$", max_length=255)
 Audience = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
-def sleep(seconds: float) -> None:
-    """Wait between retries (a module function so tests can record the waits instead)."""
-    time.sleep(seconds)
-
-
-class ConfluenceConfig(ConnectorConfig):
+class ConfluenceConfig(ConnectorConfig, RetryFields):
     type: Literal["confluence"]
     base_url: str = Field(
         description="Cloud: https://<site>.atlassian.net/wiki; Data Center: the server's "
@@ -97,15 +97,6 @@ class ConfluenceConfig(ConnectorConfig):
     )
     page_size: int = Field(default=50, ge=1, le=200, description="results asked for per request")
     timeout_s: float = Field(default=30, gt=0, le=600, description="per HTTP request")
-    max_retries: int = Field(
-        default=3, ge=0, le=10, description="retries after a timeout, a 429 or a 5xx"
-    )
-    backoff_s: float = Field(
-        default=1.0, ge=0, le=60, description="the first wait before a retry, doubled each time"
-    )
-    retry_max_wait_s: float = Field(
-        default=60, ge=0, le=600, description="the longest wait before one retry (caps Retry-After)"
-    )
 
     @field_validator("base_url")
     @classmethod
@@ -194,6 +185,7 @@ class _Api:
     def __init__(self, config: ConfluenceConfig):
         self.config = config
         self.root = config.base_url
+        self.retry = config.retry_policy()
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         auth: httpx.Auth | None = None
         if config.token is not None:
@@ -213,37 +205,34 @@ class _Api:
         self, url: str, params: dict[str, Any] | None = None, *, missing_ok: bool = False
     ) -> Any:
         """The JSON answer to one GET, or None for a 404 when ``missing_ok``."""
-        c = self.config
         where = urlsplit(url).path
-        for attempt in range(c.max_retries + 1):
-            after: float | None = None
+        timeout = self.config.timeout_s
+
+        def attempt() -> Any:
             try:
                 r = self.client.get(url, params=params)
             except httpx.TimeoutException:
-                failure = f"no answer within {c.timeout_s:g}s"
+                raise Retry(f"no answer within {timeout:g}s") from None
             except httpx.TransportError as e:
-                failure = f"cannot connect ({type(e).__name__}: {e})"
-            else:
-                if r.status_code == 200:
-                    return self._json(r, where)
-                if r.status_code == 404 and missing_ok and _is_json(r):
-                    return None  # Confluence's own "not found", not a wrong address
-                self._raise_for_status(r, where)
-                failure = f"HTTP {r.status_code}"
-                after = retry_after_seconds(r.headers.get("Retry-After"))
-            if attempt == c.max_retries:
-                raise self.fail(
-                    f"GET {where} at {self.root} failed after {attempt + 1} attempt(s): {failure}"
-                )
-            wait = min(c.backoff_s * 2**attempt if after is None else after, c.retry_max_wait_s)
-            log.info("confluence %s: GET %s: %s; retrying in %.1f s", c.name, where, failure, wait)
-            sleep(wait)
-        raise AssertionError("unreachable")
+                raise Retry(f"cannot connect ({type(e).__name__}: {e})") from None
+            if r.status_code == 200:
+                return self._json(r, where)
+            if r.status_code == 404 and missing_ok and _is_json(r):
+                return None  # Confluence's own "not found", not a wrong address
+            self._raise_for_status(r, where)
+            raise Retry(f"HTTP {r.status_code}", retry_after_seconds(r.headers.get("Retry-After")))
+
+        try:
+            return self.retry.call(attempt, what=f"confluence {self.config.name}: GET {where}")
+        except RetriesExhausted as e:
+            raise self.fail(
+                f"GET {where} at {self.root} failed after {e.attempts} attempt(s): {e.reason}"
+            ) from None
 
     def _raise_for_status(self, r: httpx.Response, where: str) -> None:
         """Raise for statuses that a retry cannot fix; return for the retryable ones."""
         status = r.status_code
-        if status in _RETRY_STATUSES:
+        if status in TRANSIENT_STATUSES:
             return
         detail = server_message(r)
         c = self.config

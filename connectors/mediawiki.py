@@ -26,7 +26,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +46,17 @@ from mwparserfromhell.wikicode import Wikicode
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.base import ConnectorConfig, ConnectorError, Document, DocumentError
-from connectors.http import retry_after_seconds, user_agent
+from connectors.http import (
+    Backoff,
+    MaxWait,
+    Retries,
+    RetriesExhausted,
+    Retry,
+    RetryFields,
+    WaitTooLong,
+    retry_after_seconds,
+    user_agent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +84,7 @@ _AUTH_ERRORS = {
 _TEXT_MODELS = {"wikitext": "markdown", "text": "text"}
 
 
-class MediaWikiConfig(ConnectorConfig):
+class MediaWikiConfig(ConnectorConfig, RetryFields):
     type: Literal["mediawiki"]
     api_url: str = Field(
         pattern=r"^https?://",
@@ -89,18 +98,10 @@ class MediaWikiConfig(ConnectorConfig):
     )
     password: SecretStr | None = Field(default=None, description="write ${ENV_VAR}")
     timeout_s: float = Field(default=30, gt=0, le=600, description="per request")
-    max_retries: int = Field(
-        default=4, ge=0, le=20, description="retries after a 5xx, timeout, 429 or maxlag"
-    )
-    backoff_s: float = Field(
-        default=2, ge=0, le=300, description="first wait before a retry; doubles each time"
-    )
-    retry_max_wait_s: float = Field(
-        default=120,
-        ge=0,
-        le=3600,
-        description="the longest single wait; a Retry-After over it fails the sync instead",
-    )
+    # Longer than the other connectors': a busy wiki asks bots to back off (maxlag).
+    max_retries: Retries = 4
+    backoff_s: Backoff = 2
+    retry_max_wait_s: MaxWait = 120
 
     @field_validator("namespaces")
     @classmethod
@@ -279,15 +280,6 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-class _Retry(Exception):
-    """One attempt failed in a way that is worth another try."""
-
-    def __init__(self, reason: str, wait: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.wait = wait  # what the wiki asked for (Retry-After), else None: back off
 
 
 class MediaWikiConnector:
@@ -560,39 +552,29 @@ class MediaWikiConnector:
         client = self._setup()
         c = self.config
         params = {**params, "format": "json", "formatversion": "2", "maxlag": str(MAXLAG_S)}
-        for attempt in range(c.max_retries + 1):
-            try:
-                return self._attempt(client, params, post)
-            except _Retry as e:
-                last = e
-                if attempt == c.max_retries:
-                    break
-                wait = e.wait if e.wait is not None else c.backoff_s * 2**attempt
-                if e.wait is not None and wait > c.retry_max_wait_s:
-                    raise ConnectorError(
-                        f"{self.label}: {e.reason}; the wiki asked to wait {wait:g}s, more "
-                        f"than retry_max_wait_s ({c.retry_max_wait_s:g}s)"
-                    ) from None
-                wait = min(wait, c.retry_max_wait_s)
-                log.info("%s: %s; retrying in %.1fs", self.label, e.reason, wait)
-                sleep(wait)
-        raise ConnectorError(
-            f"{self.label}: {self._where()}: {last.reason} ({c.max_retries + 1} attempts); "
-            "the wiki is down or unreachable"
-        )
+        # Never ask again sooner than the wiki said: a longer Retry-After fails the sync.
+        policy = c.retry_policy(over_max_wait="fail")
+        try:
+            return policy.call(lambda: self._attempt(client, params, post), what=self.label)
+        except WaitTooLong as e:
+            raise ConnectorError(f"{self.label}: {e}") from None
+        except RetriesExhausted as e:
+            raise ConnectorError(
+                f"{self.label}: {self._where()}: {e}; the wiki is down or unreachable"
+            ) from None
 
     def _attempt(self, client: httpx.Client, params: dict[str, str], post: bool) -> dict[str, Any]:
         url = self.config.api_url
         try:
             r = client.post(url, data=params) if post else client.get(url, params=params)
         except httpx.TimeoutException:
-            raise _Retry(f"no answer within {self.config.timeout_s:g}s") from None
+            raise Retry(f"no answer within {self.config.timeout_s:g}s") from None
         except httpx.TransportError as e:
-            raise _Retry(f"cannot connect ({type(e).__name__})") from None
+            raise Retry(f"cannot connect ({type(e).__name__})") from None
         if r.status_code == 429:
-            raise _Retry("rate limited (HTTP 429)", _retry_after(r))
+            raise Retry("rate limited (HTTP 429)", _retry_after(r))
         if r.status_code >= 500:
-            raise _Retry(f"HTTP {r.status_code}", _retry_after(r))
+            raise Retry(f"HTTP {r.status_code}", _retry_after(r))
         if r.status_code in (401, 403):
             raise ConnectorError(
                 f"{self.label}: {self._where()} refused access (HTTP {r.status_code}); "
@@ -614,7 +596,7 @@ class MediaWikiConnector:
         if isinstance(error, dict):
             code, info = str(error.get("code", "")), str(error.get("info", ""))
             if code == "maxlag":
-                raise _Retry(f"the wiki is lagging ({info})", _retry_after(r))
+                raise Retry(f"the wiki is lagging ({info})", _retry_after(r))
             if code in _AUTH_ERRORS:
                 who = (
                     f"the account {self.config.username!r}"
@@ -626,8 +608,3 @@ class MediaWikiConnector:
                 )
             raise ConnectorError(f"{self.label}: the wiki answered {code}: {info}")
         return data
-
-
-def sleep(seconds: float) -> None:
-    """Wait before a retry (a module function, so tests can record waits instead)."""
-    time.sleep(seconds)

@@ -56,7 +56,7 @@ ROTATE_BODY = """\
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Retry waits are recorded, never slept."""
     recorded: list[float] = []
-    monkeypatch.setattr(confluence, "sleep", recorded.append)
+    monkeypatch.setattr("connectors.http.sleep", recorded.append)
     return recorded
 
 

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-import connectors.mediawiki as mediawiki
 from config import ConfigError
 from connectors import Connector, build_connector
 from connectors.mediawiki import USER_AGENT, MediaWikiConfig, wikitext_to_markdown
@@ -62,7 +61,7 @@ ARTICLES = {
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Retry waits are recorded instead of slept, so backoff costs the tests no time."""
     recorded: list[float] = []
-    monkeypatch.setattr(mediawiki, "sleep", recorded.append)
+    monkeypatch.setattr("connectors.http.sleep", recorded.append)
     return recorded
 
 

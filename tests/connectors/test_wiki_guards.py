@@ -19,8 +19,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import connectors.confluence as confluence
-import connectors.mediawiki as mediawiki
 from connectors import build_connector
 from db.models import IndexedDocument, SyncRun
 from indexer.chunking import Chunker
@@ -203,9 +201,8 @@ SOURCES: dict[str, type[Source]] = {
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Retry waits are recorded, never slept."""
     recorded: list[float] = []
-    monkeypatch.setattr("connectors.web._sleep", recorded.append)
-    monkeypatch.setattr(confluence, "sleep", recorded.append)
-    monkeypatch.setattr(mediawiki, "sleep", recorded.append)
+    monkeypatch.setattr("connectors.http.sleep", recorded.append)
+    monkeypatch.setattr("connectors.web.fetching._sleep", recorded.append)
     return recorded
 
 
