@@ -77,6 +77,10 @@ def sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _sleep_seam(seconds: float) -> None:
+    sleep(seconds)  # looked up at call time, so a test's replacement of ``sleep`` applies
+
+
 class Retry(Exception):
     """One attempt failed in a way a later attempt may not (a 5xx, a 429, a timeout, a lost
     connection, MediaWiki's ``maxlag``). ``asked`` is the wait the server asked for
@@ -145,10 +149,17 @@ class RetryPolicy:
             raise WaitTooLong("", asked, self.max_wait_s)
         return min(asked, self.max_wait_s)
 
-    def call(self, attempt: Callable[[], T], *, what: str) -> T:
+    def call(
+        self,
+        attempt: Callable[[], T],
+        *,
+        what: str,
+        sleep: Callable[[float], None] | None = None,
+    ) -> T:
         """``attempt()``'s result; it raises Retry for a failure worth another try. Raises
         RetriesExhausted when none is left, WaitTooLong as described above; other errors
-        pass through at once."""
+        pass through at once. ``sleep`` replaces the module's (a caller's own seam)."""
+        wait_for = sleep or _sleep_seam
         last = Retry("no attempt was made")
         for n in range(self.max_retries + 1):
             try:
@@ -169,5 +180,5 @@ class RetryPolicy:
                 n + 1,
                 self.max_retries,
             )
-            sleep(wait)
+            wait_for(wait)
         raise RetriesExhausted(last.reason, self.max_retries + 1)

@@ -27,7 +27,7 @@ from typing import Any
 from bot.answer.types import Answer, Citation, Usage
 from config import ConfigError
 from config.models import LLMConfig, ModelPrice
-from connectors.http import retry_after_seconds
+from connectors.http import RetriesExhausted, Retry, RetryPolicy, retry_after_seconds
 from db import Database
 from indexer.chunking import Chunk
 from indexer.lexical import LexicalIndex
@@ -351,23 +351,29 @@ class Generator:
         return replace(base, text=text, citations=citations, mode="generated")
 
     def _call(self, messages: list[tuple[str, str]]) -> Any:
-        """One model call, retried (bounded) after a rate limit or server error; waits as long
-        as Retry-After says, up to ``retry_max_wait_s``, else backs off exponentially."""
-        for attempt in range(self.config.max_retries + 1):
+        """One model call, retried (bounded) after a rate limit or server error by kbot's
+        retry policy: as long as Retry-After says, up to ``retry_max_wait_s``, else backing
+        off from 0.5 s. A timeout or a refused request is not retried."""
+        failure: list[tuple[str, str]] = []
+
+        def attempt() -> Any:
             try:
                 return self.model.invoke(messages)
             except Exception as e:
                 reason, retryable, after = classify(e)
                 status = getattr(e, "status_code", None)
                 detail = f"{type(e).__name__}" + (f" (HTTP {status})" if status else "")
-                if not retryable or attempt == self.config.max_retries:
+                if not retryable:
                     raise ModelCallError(reason, detail) from None
-                wait = min(
-                    0.5 * 2**attempt if after is None else after, self.config.retry_max_wait_s
-                )
-                log.info("model call %s; retrying in %.1f s", detail, wait)
-                self.sleep(wait)
-        raise AssertionError("unreachable")
+                failure[:] = [(reason, detail)]
+                raise Retry(f"{detail}", after) from None
+
+        policy = RetryPolicy(self.config.max_retries, 0.5, self.config.retry_max_wait_s)
+        try:
+            return policy.call(attempt, what="model call", sleep=self.sleep)
+        except RetriesExhausted:
+            reason, detail = failure[0]
+            raise ModelCallError(reason, detail) from None
 
     def _usage(self, message: Any) -> Usage | None:
         meta = getattr(message, "usage_metadata", None)
