@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from bot.cli import cli
 from bot.runtime import Runtime
 from config import load_config
-from connectors import confluence
 from db.models import IndexedDocument, SyncRun
 from tests.connectors.fake_confluence import DC_TOKEN, FakeConfluence
 
@@ -25,7 +24,7 @@ DOC_KEYS = {"id", "title", "url", "audience", "format", "last_modified", "charac
 
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(confluence, "sleep", lambda _s: None)
+    monkeypatch.setattr("connectors.http.sleep", lambda _s: None)
 
 
 @pytest.fixture
