@@ -118,6 +118,9 @@ class QueryRecord(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     fallback_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Why each cited source was quoted as it was (extractive answers; None before 0006):
+    # [{"n", "blocks": [{"block", "score", "shares": {feature: share}, "inherited"}]}]
+    passages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class Feedback(Base):

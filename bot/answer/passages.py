@@ -230,6 +230,9 @@ class Choice:
     scores: list[float] = field(default_factory=list)  # after inheritance
     chosen: list[int] = field(default_factory=list)  # indexes, in document order
     inherited: set[int] = field(default_factory=set)  # scored by the block before them
+    # "chosen" (blocks scored and picked), "whole" (the document fit the budget),
+    # "unquoted" (whole, less blocks a near-copy already quoted), "cut" (nothing scored)
+    how: str = "chosen"
 
     def explain(self) -> list[dict[str, Any]]:
         """Per chosen block: its start, score, and each feature's share of its own score
@@ -289,9 +292,9 @@ def choose(
         if not new:
             skip = ()  # nothing new: quote it again rather than nothing
         elif len(whole) <= budget and len(new) < len(every):
-            return Choice("\n\n".join(new).strip())
+            return Choice("\n\n".join(new).strip(), how="unquoted")
     if len(whole) <= budget:
-        return Choice(whole.strip())
+        return Choice(whole.strip(), how="whole")
     bs: list[Block] = []
     seen: set[str] = set()
     for t, rank, *heading in sections:
@@ -337,7 +340,7 @@ def choose(
         if used >= budget:
             break
     if not chosen:
-        return Choice(_truncate(whole, budget))
+        return Choice(_truncate(whole, budget), how="cut")
     parts: list[str] = []
     prev = -2
     for i in sorted(chosen):

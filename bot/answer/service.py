@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 from bot.answer import answer_type, events
-from bot.answer.passages import blocks, idf_from, select_from_sections, tidy_headings
+from bot.answer.passages import blocks, choose, idf_from, select_from_sections, tidy_headings
 from bot.answer.request_ids import new_query_id
 from bot.answer.retrieval import Retriever, visible_to
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester
@@ -179,11 +179,14 @@ class AnsweringService:
         idf = idf_from([h.chunk.text for h in hits])
         kind = answer_type.preferred(question)
         parts = []
+        explained = []
         quoted: set[str] = set()  # near-copies of one runbook are not quoted twice
         for i, h in enumerate(chosen, 1):
             own = docs[_doc(h.chunk)]
             budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
-            passage = select_from_sections(_sections(own), question, budget, idf, kind, quoted)
+            choice = choose(_sections(own), question, budget, idf, kind, quoted)
+            passage = choice.text
+            explained.append({"n": i, "how": choice.how, "blocks": choice.explain()})
             quoted.update(blocks(passage))
             label = h.chunk.heading if len(own) == 1 else h.chunk.title
             paths = {p for c in own for p in c.heading_path}
@@ -192,7 +195,14 @@ class AnsweringService:
         cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
         context = _context(question, context, docs, chosen, ranked, idf, kind)
         return Answer(
-            qid, question, "\n\n".join(parts), False, cites, retrieved=retrieved, context=context
+            qid,
+            question,
+            "\n\n".join(parts),
+            False,
+            cites,
+            retrieved=retrieved,
+            context=context,
+            passages=explained,
         )
 
     def _log(self, answer: Answer, requester: Requester) -> None:
@@ -216,6 +226,7 @@ class AnsweringService:
             cost_usd=answer.usage.cost_usd if answer.usage else None,
             fallback_reason=answer.fallback_reason,
             prompt=answer.prompt,
+            passages=answer.passages or None,
         )
         with self.db.session() as s:
             s.add(record)

@@ -96,6 +96,8 @@ class Answer:
     usage: Usage | None = None
     prompt: str | None = None
     cache_hit: bool = False
+    # Why each cited source was quoted as it was: [{"n", "blocks": Choice.explain()}].
+    passages: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bot.review.render import FORMATS, render, render_template, report_context
 from bot.review.report import Redactor, ReportError, build_report
-from bot.review.trace import UnknownTrace, trace
+from bot.review.trace import HOW, UnknownTrace, passage_shares, trace
 from bot.runtime import Runtime
 from config.models import ReportsConfig
 
@@ -250,6 +250,17 @@ def _message(title: str, message: str, login_form: bool = False) -> str:
 # -- the trace page ------------------------------------------------------------------
 
 
+def _passage_rows(passages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per chosen block; a source quoted whole (or cut) is one row saying so."""
+    rows: list[dict[str, Any]] = []
+    for p in passages:
+        how = p.get("how", "chosen")
+        if how != "chosen":
+            rows.append({"n": p["n"], "score": None, "shares_text": HOW.get(how, how), "block": ""})
+        rows += [{**b, "n": p["n"], "shares_text": passage_shares(b)} for b in p["blocks"]]
+    return rows
+
+
 def trace_html(t: dict[str, Any], redactor: Redactor) -> str:
     """One answer's trace (``bot.review.trace.trace``) as a page, with ``reports.redact``
     applied to the question (in the prompt too) and to user ids."""
@@ -294,6 +305,7 @@ def trace_html(t: dict[str, Any], redactor: Redactor) -> str:
             {**h, "n": i, "cited": h["chunk_id"] in cited} for i, h in enumerate(t["retrieved"], 1)
         ],
         citations=t["citations"],
+        passages=_passage_rows(t["passages"]),
         answer=t["answer"],
         prompt=prompt,
         feedback=[{**f, "user": redactor.user(f["user"])} for f in t["feedback"]],

@@ -97,6 +97,13 @@ CONTENT_GAPS: Table = (
     Column("last asked", itemgetter("last_asked"), "when"),
 )
 STALE_DOCUMENTS: Table = (_DOCUMENT, _CONNECTOR, _CITED, _CHANGED)
+# The trace page's passage choice: one row per chosen block (score None: quoted whole).
+PASSAGES: Table = (
+    Column("source", lambda b: f"[{b['n']}]"),
+    Column("score", lambda b: "" if b["score"] is None else f"{b['score']:.3f}", "number"),
+    _text("features (share of the score)", "shares_text"),
+    _text("block", "block"),
+)
 # The trace page's retrieved chunks; rows carry their rank ``n`` and whether ``cited``.
 RETRIEVED: Table = (
     Column("", lambda h: "cited" if h["cited"] else ""),

@@ -45,11 +45,28 @@ def trace(db: Database, query_id: str) -> dict[str, Any]:
             },
             "fallback_reason": q.fallback_reason,
             "prompt": q.prompt,
+            "passages": q.passages or [],
             "feedback": [
                 {"user": f.user_id, "vote": f.vote, "reason": f.reason, "at": f.updated_at}
                 for f in votes
             ],
         }
+
+
+# How a source's passage was made, for sources whose blocks were not scored one by one.
+HOW = {
+    "whole": "the whole document fit the budget",
+    "unquoted": "the whole document, less blocks already quoted from a near-copy",
+    "cut": "no block scored; the document's start, cut to the budget",
+}
+
+
+def passage_shares(block: dict[str, Any]) -> str:
+    """A chosen block's feature shares, largest first: "question_words 52%, code 31%"."""
+    if block.get("inherited"):
+        return "inherited from the block before"
+    shares = sorted(block["shares"].items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v:.0%}" for k, v in shares) or "no feature (filler)"
 
 
 def format_trace(t: dict[str, Any]) -> str:
@@ -81,6 +98,14 @@ def format_trace(t: dict[str, Any]) -> str:
     lines.append("citations:")
     lines += [f"  [{c['n']}] {c['title']} ({c['connector']}: {c['path']})" for c in t["citations"]]
     lines += ["answer:", *("  " + line for line in t["answer"].splitlines())]
+    if t["passages"]:
+        lines.append("passage choice (score, each feature's share):")
+        for p in t["passages"]:
+            how = p.get("how", "chosen")
+            if how != "chosen":
+                lines.append(f"  [{p['n']}] {HOW.get(how, how)}")
+            for b in p["blocks"]:
+                lines.append(f"  [{p['n']}] {b['score']:.3f}  {passage_shares(b)}  {b['block']}")
     if t["prompt"]:
         lines += ["prompt:", *("  " + line for line in t["prompt"].splitlines())]
     lines.append("feedback:" if t["feedback"] else "feedback: none")

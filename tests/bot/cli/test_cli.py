@@ -257,6 +257,9 @@ def test_trace_shows_what_an_answer_was_made_from_and_its_feedback(config_file):
     assert set(t["latency_ms"]) >= {"retrieve", "total"}
     assert t["citations"][0]["path"] == "lost-badge.md"
     assert (t["model"], t["fallback_reason"], t["prompt"]) == (None, None, None)
+    # How each cited source was quoted: one entry per citation, in citation order.
+    assert [p["n"] for p in t["passages"]] == [c["n"] for c in t["citations"]]
+    assert {p["how"] for p in t["passages"]} <= {"chosen", "whole", "unquoted", "cut"}
     assert [(f["user"], f["vote"], f["reason"]) for f in t["feedback"]] == [
         ("ann", "down", "outdated")
     ]
@@ -264,6 +267,7 @@ def test_trace_shows_what_an_answer_was_made_from_and_its_feedback(config_file):
     text = ok(kbot(config_file, "trace", qid)).stdout
     assert "question: I lost my badge" in text
     assert "lost-badge.md" in text and "down by ann: outdated" in text
+    assert "passage choice (score, each feature's share):" in text
 
 
 def test_voted_questions_export_as_eval_cases_for_a_lead_to_label(config_file, tmp_path):

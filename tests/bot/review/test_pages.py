@@ -230,6 +230,8 @@ def test_the_trace_page_shows_the_trace_with_user_text_escaped(kbot: Seeded) -> 
     assert "generated" in body and "gpt-4o-mini" in body and "cost" in body
     assert f"<td>runbooks</td><td>{DISK_DOC}</td>" in body
     assert "<h2>Prompt</h2>" in body and "Question: Build agent says &lt;b&gt;" in body
+    # The generated answer keeps the extractive choice it was grounded on, source by source.
+    assert "<h2>Passage choice</h2>" in body and "<td>[1]</td>" in body
     assert "down by carol: wrong runbook" in body
     for stage in ("retrieve", "generate", "total"):
         assert stage in body

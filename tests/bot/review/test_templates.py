@@ -255,9 +255,12 @@ def test_each_html_table_has_its_columns_headers_and_cells(kbot: Seeded) -> None
     assert evil[4].text == "kbot trace " + kbot.asked["evil"]["query_id"]
 
     qid = kbot.asked["disk"]["query_id"]
-    [retrieved] = read(fetch(kbot.url + f"reports/trace/{qid}", BEARER).body).tables[1:]
+    retrieved, passages = read(fetch(kbot.url + f"reports/trace/{qid}", BEARER).body).tables[1:]
     assert_follows(retrieved, tables.RETRIEVED)
     assert retrieved.rows[0][1].text == "1"
+    # A generated answer also shows why each cited source was quoted as it was.
+    assert_follows(passages, tables.PASSAGES)
+    assert all(row[0].text.startswith("[") for row in passages.rows)
 
 
 def test_each_markdown_table_has_its_columns_headers_and_cells(kbot: Seeded) -> None:
