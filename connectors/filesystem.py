@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import string
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from connectors.base import (
     DocumentError,
     resolve_path,
 )
-from connectors.parsing import DEFAULT_INCLUDE, file_format, parse
+from connectors.parsing import DEFAULT_INCLUDE, file_format, file_type, parse
 
 
 class FilesystemConfig(ConnectorConfig):
@@ -160,6 +161,8 @@ class FilesystemConnector:
     def __init__(self, config: FilesystemConfig, workdir: Path | None = None):
         self.config = config
         self.problems: list[DocumentError] = []
+        # Files that ``include`` matched but kbot cannot read, by type (".erb": 12).
+        self.skipped: dict[str, int] = {}
 
     def _files(self) -> list[tuple[str, Path]]:
         """Matching files, sorted by id. Hidden files and folders (``.git``, ...) are skipped."""
@@ -167,6 +170,7 @@ class FilesystemConnector:
         if not root.is_dir():
             raise ConnectorError(f"folder {str(root)!r} does not exist or is not readable")
         found: list[tuple[str, Path]] = []
+        skipped: Counter[str] = Counter()
         for folder, dirs, files in os.walk(root):
             # Pruned in place so os.walk never descends into hidden folders.
             dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -175,9 +179,13 @@ class FilesystemConnector:
                     continue
                 p = Path(folder) / name
                 rel = p.relative_to(root).as_posix()
-                wanted = file_format(rel) and matches(rel, self.config.include, self.config.exclude)
-                if wanted and p.is_file():
+                if not matches(rel, self.config.include, self.config.exclude):
+                    continue
+                if not file_format(rel):
+                    skipped[file_type(rel)] += 1
+                elif p.is_file():
                     found.append((rel, p))
+        self.skipped = dict(sorted(skipped.items()))
         return sorted(found)
 
     def _read(self, rel: str, mtime: float) -> Document | None:

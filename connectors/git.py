@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from connectors.base import (
     state_dir,
 )
 from connectors.filesystem import check_template, matches, read_or_report
-from connectors.parsing import DEFAULT_INCLUDE, file_format
+from connectors.parsing import DEFAULT_INCLUDE, file_format, file_type
 
 GIT_TIMEOUT_S = 300
 _USERINFO = re.compile(r"(://)[^/@\s]+@")
@@ -87,6 +88,7 @@ class GitConnector:
     def __init__(self, config: GitConfig, workdir: Path | None = None):
         self.config = config
         self.checkout = state_dir(workdir, self.type_name) / config.name
+        self.skipped: dict[str, int] = {}  # include matched, kbot cannot read (by type)
         self.problems: list[DocumentError] = []
         self._commit: str | None = None
         self._branch: str | None = None
@@ -209,11 +211,10 @@ class GitConnector:
     def _ids(self) -> list[str]:
         self._ensure_checkout()
         files = self._git("ls-files", "-z", cwd=self.checkout).split("\0")
-        return sorted(
-            f
-            for f in files
-            if f and file_format(f) and matches(f, self.config.include, self.config.exclude)
-        )
+        wanted = [f for f in files if f and matches(f, self.config.include, self.config.exclude)]
+        unread = Counter(file_type(f) for f in wanted if not file_format(f))
+        self.skipped = dict(sorted(unread.items()))
+        return sorted(f for f in wanted if file_format(f))
 
     def _read(self, rel: str) -> Document | None:
         c = self.config

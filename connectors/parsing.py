@@ -17,6 +17,9 @@ from bs4.element import PreformattedString
 from connectors.base import DocumentError
 
 SUFFIX_FORMATS = {
+    # Markdown templates (Middleman, GOV.UK tech-docs): read as Markdown, the ERB tags
+    # replaced by the front matter they name or dropped. Longest suffixes first.
+    ".md.erb": "markdown-erb",
     ".md": "markdown",
     ".markdown": "markdown",
     ".txt": "text",
@@ -45,7 +48,18 @@ class Parsed:
 
 def file_format(path: str) -> str | None:
     """The format a file name maps to, or None when kbot does not read that kind of file."""
-    return SUFFIX_FORMATS.get(PurePosixPath(path.lower()).suffix)
+    name = PurePosixPath(path.lower()).name
+    return next((f for s, f in SUFFIX_FORMATS.items() if name.endswith(s)), None)
+
+
+def file_type(path: str) -> str:
+    """A file's type as a person names it: its last suffix (``.erb``), or its name."""
+    return PurePosixPath(path).suffix.lower() or PurePosixPath(path).name
+
+
+def readable_types() -> str:
+    """The suffixes kbot reads, for messages: ``.md.erb, .md, ...``."""
+    return ", ".join(SUFFIX_FORMATS)
 
 
 def decode(doc_id: str, raw: bytes) -> str:
@@ -70,6 +84,8 @@ def parse(doc_id: str, raw: bytes) -> Parsed:
     try:
         if fmt == "markdown":
             return parse_markdown(text, fallback_title)
+        if fmt == "markdown-erb":
+            return parse_markdown_template(text, fallback_title)
         if fmt == "html":
             return parse_html(text, fallback_title)
         if fmt == "rst":
@@ -100,6 +116,32 @@ def parse_markdown(text: str, fallback_title: str) -> Parsed:
     if not isinstance(title, str) or not title.strip():
         title = first_h1(text) or fallback_title
     return Parsed(title=title.strip(), text=text.strip(), format="markdown", front_matter=front)
+
+
+# ``<%= current_page.data.title %>``, ``<%= current_page.data[:title] %>``,
+# ``<%= current_page.data["title"] %>``: a front-matter field of the page itself.
+_ERB_DATA = re.compile(r"<%=\s*current_page\.data(?:\.(\w+)|\[\s*[:\"']?(\w+)[\"']?\s*\])\s*-?%>")
+_ERB_TAG = re.compile(r"<%.*?%>", re.S)
+
+
+def parse_markdown_template(text: str, fallback_title: str) -> Parsed:
+    """A Markdown template (``.md.erb``): its front matter read as in Markdown, a tag that
+    prints one of the page's own front-matter fields replaced by that field, and every
+    other ERB tag (code, comments, partials) dropped: kbot cannot run the site's Ruby."""
+    parsed = parse_markdown(text, fallback_title)
+    front = parsed.front_matter
+
+    def field(m: re.Match[str]) -> str:
+        value = front.get(m.group(1) or m.group(2))
+        return "" if value is None else str(value)
+
+    body = _ERB_TAG.sub("", _ERB_DATA.sub(field, parsed.text))
+    body = re.sub(r"(?m)^#{1,6}[ \t]*$\n?", "", body)  # a heading whose field was missing
+    body = re.sub(r"\n{3,}", "\n\n", body).strip()
+    title = front.get("title")
+    if not isinstance(title, str) or not title.strip():
+        title = first_h1(body) or fallback_title
+    return Parsed(title=title.strip(), text=body, format="markdown", front_matter=front)
 
 
 def first_h1(text: str) -> str | None:
@@ -223,7 +265,7 @@ def parse_rst(text: str, fallback_title: str) -> Parsed:
 
 def _title_from_name(doc_id: str) -> str:
     name = PurePosixPath(doc_id).name
-    for suffix in (".html.md", *SUFFIX_FORMATS):
+    for suffix in (".html.md.erb", ".html.md", *SUFFIX_FORMATS):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break

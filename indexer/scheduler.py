@@ -107,5 +107,7 @@ def _run_sync(indexer: Indexer, name: str) -> None:
             result.failed,
             result.chunks,
         )
+        if result.skipped_note:
+            log.warning("sync of %s: %s", name, result.skipped_note)
     else:
         log.error("sync of %s failed: %s", name, result.error)

@@ -35,6 +35,7 @@ from connectors import (
     DocumentError,
     build_connector,
 )
+from connectors.parsing import readable_types
 from db import Database
 from db.models import IndexedDocument, SyncRun, utcnow
 from indexer.chunking import Chunk, Chunker, chunk_id
@@ -64,10 +65,25 @@ class SyncResult:
     chunks: int = 0
     error: str | None = None
     problems: list[str] = field(default_factory=list)
+    # Files the connector's ``include`` matched that kbot does not read, by type.
+    skipped_types: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def skipped_note(self) -> str | None:
+        """What ``skipped_types`` means for an admin, or None when nothing was skipped."""
+        if not self.skipped_types:
+            return None
+        n = sum(self.skipped_types.values())
+        kinds = ", ".join(f"{t} {c}" for t, c in self.skipped_types.items())
+        return (
+            f"{n} {'file' if n == 1 else 'files'} matched `include` but kbot does not read "
+            f"{'its' if n == 1 else 'their'} type, skipped ({kinds}); kbot reads "
+            f"{readable_types()}"
+        )
 
     def as_json(self) -> dict:
         d = asdict(self)
@@ -254,6 +270,7 @@ class Indexer:
         problems += [p for p in connector.problems if id(p) not in listed]
         result.failed = len(problems)
         result.problems = [str(p) for p in problems]
+        result.skipped_types = dict(getattr(connector, "skipped", None) or {})
         failed_ids = {p.doc_id for p in problems}
 
         if gone:

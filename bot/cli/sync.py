@@ -44,6 +44,8 @@ def sync(
             )
             for p in r.problems:
                 click.echo(f"  skipped {p}", err=True)
+            if r.skipped_note:
+                click.echo(f"  {r.skipped_note}", err=True)
             if r.error:
                 click.echo(f"  error: {r.error}", err=True)
     if not all(r.ok for r in results):

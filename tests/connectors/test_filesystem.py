@@ -126,6 +126,18 @@ def test_include_never_admits_unsupported_types(root: Path) -> None:
     assert "image.png" not in connector(root, include=["**/*"]).list_ids()
 
 
+def test_files_include_matched_but_kbot_cannot_read_are_counted_by_type(root: Path) -> None:
+    write(root, "source/index.html.erb", "<%= yield %>")
+    write(root, "source/a.html.md.erb", "---\ntitle: A\n---\n# <%= current_page.data.title %>\n")
+    c = connector(root, include=["**/*"])
+    assert "source/a.html.md.erb" in c.list_ids()
+    assert c.skipped == {".erb": 1, ".png": 1}
+    # Only what include asked for is counted: the default globs never name a .png.
+    d = connector(root)
+    d.list_ids()
+    assert d.skipped == {}
+
+
 def test_hidden_files_and_folders_are_skipped(root: Path) -> None:
     write(root, ".git/notes.md", "# git internals\n")
     write(root, "wiki/.obsidian/workspace.md", "# editor state\n")

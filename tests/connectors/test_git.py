@@ -176,6 +176,13 @@ def test_include_and_exclude_globs(repo: Repo, tmp_path: Path) -> None:
     }
 
 
+def test_files_include_matched_but_kbot_cannot_read_are_counted(repo: Repo, tmp_path: Path) -> None:
+    repo.commit(T4, {"source/layout.erb": "<%= yield %>", "logo.svg": "<svg/>"})
+    c = connector(repo.path, tmp_path / "w", include=["**/*"])
+    assert "source/layout.erb" not in c.list_ids()
+    assert c.skipped == {".erb": 1, ".png": 1, ".svg": 1}
+
+
 def test_url_template_with_commit_and_path(repo: Repo, tmp_path: Path) -> None:
     repo.commit(T4, {"guide/with space.md": "# Spaces\n"})
     c = connector(

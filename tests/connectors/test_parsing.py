@@ -251,6 +251,30 @@ def test_file_format_by_suffix() -> None:
     assert file_format("x.text") == "text"
     assert file_format("image.png") is None
     assert file_format("Makefile") is None
+    assert file_format("source/manual/on-call.html.md.erb") == "markdown-erb"
+    assert file_format("layout.html.erb") is None
+
+
+def test_markdown_template_takes_its_heading_from_the_front_matter() -> None:
+    # A GOV.UK tech-docs page: the title lives in front matter, the heading prints it.
+    raw = (
+        b'---\ntitle: Rotate the signing key\nowner_slack: "#platform"\n---\n\n'
+        b"# <%= current_page.data.title %>\n\n<%# reviewed yearly %>\n"
+        b"Ask <%= current_page.data[:owner_slack] %> first.\n\n"
+        b"<%= partial 'warning' %>\n\n1. Create the key.\n2. Revoke the old one.\n"
+    )
+    p = parse("source/manual/rotate-key.html.md.erb", raw)
+    assert (p.title, p.format) == ("Rotate the signing key", "markdown")
+    assert p.text.startswith("# Rotate the signing key\n\n")
+    assert "Ask #platform first." in p.text
+    assert "<%" not in p.text and "partial" not in p.text and "reviewed" not in p.text
+    assert p.text.endswith("1. Create the key.\n2. Revoke the old one.")
+
+
+def test_markdown_template_without_front_matter_title() -> None:
+    p = parse("docs/quick-start.md.erb", b"# <%= current_page.data.title %>\n\nBody.\n")
+    # The heading printed nothing: it goes, and the title comes from the file name.
+    assert (p.title, p.text) == ("quick start", "Body.")
 
 
 def test_unsupported_type_is_a_document_error() -> None:

@@ -44,7 +44,17 @@ Bicycles go in the basement rack behind the loading dock. The rack is opened wit
 door badge. Electric bikes may be charged at the two sockets by the entrance.
 """,
 }
-SYNC_KEYS = {"name", "added", "updated", "deleted", "unchanged", "failed", "chunks", "error"}
+SYNC_KEYS = {
+    "name",
+    "added",
+    "updated",
+    "deleted",
+    "unchanged",
+    "failed",
+    "chunks",
+    "error",
+    "skipped_types",
+}
 
 
 @pytest.fixture
@@ -127,6 +137,7 @@ def test_sync_json_counts_changes(config_file, kb):
         "failed": 0,
         "chunks": chunks,
         "error": None,
+        "skipped_types": {},
     }
     # A second invocation in the same process must get the writer lock again.
     second = sync_json(config_file)["handbook"]
@@ -153,6 +164,22 @@ def test_sync_text_output(config_file):
         result.stdout,
         re.M,
     )
+
+
+def test_sync_says_how_many_matched_files_it_cannot_read(tmp_path, kb, embedder):
+    (kb / "layout.html.erb").write_text("<%= yield %>", encoding="utf-8")
+    (kb / "page.html.md.erb").write_text("# Page\n\nRead as Markdown.\n", encoding="utf-8")
+    cfg = write_config(tmp_path)
+    cfg.write_text(
+        cfg.read_text().replace("    path: kb\n", "    path: kb\n    include: ['**/*']\n")
+    )
+    result = ok(kbot(cfg, "sync"))
+    assert "handbook: ok  added 4," in result.stdout
+    assert "1 file matched `include` but kbot does not read its type, skipped (.erb 1)" in (
+        result.stderr
+    )
+    data = json.loads(ok(kbot(cfg, "sync", "--json")).stdout)
+    assert data["connectors"][0]["skipped_types"] == {".erb": 1}
 
 
 def test_sync_unknown_name_fails_before_loading_anything(config_file):
