@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from connectors.base import Document
+from indexer.markup import clean_markdown
 
 SEP = " › "
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
@@ -116,7 +117,8 @@ class Chunker:
     """Splits documents into chunks of about ``chunk_size`` characters."""
 
     # Bump when the chunking logic changes: stored documents are then re-chunked.
-    VERSION = 4
+    # 5: Markdown is made plain first (indexer.markup: HTML, reference and relative links).
+    VERSION = 5
 
     def __init__(self, chunk_size: int = 1000, chunk_overlap: int = 100):
         self.chunk_size = chunk_size
@@ -130,7 +132,7 @@ class Chunker:
 
     def split(self, doc: Document) -> list[Chunk]:
         if doc.format == "markdown":
-            parts = sections(doc.text, doc.title)
+            parts = sections(clean_markdown(doc.text, doc.url), doc.title)
         else:
             parts = [_Section((doc.title,), doc.text)] if doc.text.strip() else []
         pieces: list[tuple[tuple[str, ...], str]] = []

@@ -29,7 +29,8 @@ DETAILS_BLOCK, DETAILS_ACTION = "details", "text"
 REASONS = ("wrong", "outdated", "not found", "irrelevant sources", "other")
 MAX_DETAILS_CHARS = 2000
 
-_FENCE = re.compile(r"^```.*?^```[^\n]*$", re.M | re.S)
+# A fence may be indented (a command inside a numbered step).
+_FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```[^\n]*$", re.M | re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _LINK = re.compile(r"\[([^\]\n]+)\]\(([^)\s]+)\)")
 _BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
@@ -77,9 +78,12 @@ def to_mrkdwn(markdown: str) -> str:
 
 
 def _fence(block: str) -> str:
-    # Slack ignores a fence's language tag and would show it as code.
+    # Slack ignores a fence's language tag and would show it as code; an indented fence's
+    # lines lose the indent it had under its list item.
     lines = block.split("\n")
-    return escape("\n".join(["```", *lines[1:-1], "```"]))
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    body = [line[indent:] if not line[:indent].strip() else line.lstrip() for line in lines[1:-1]]
+    return escape("\n".join(["```", *body, "```"]))
 
 
 def link(url: str, text: str) -> str:

@@ -33,7 +33,8 @@ ATTACHMENTS_TEXT = (
 )
 INTERNAL_ERROR_TEXT = "Sorry, kbot hit an internal error answering this. Please try again."
 
-_FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
+# A fence may be indented (a command inside a numbered step); its lines are dedented.
+_FENCE = re.compile(r"^([ \t]*)(```|~~~)[^\n]*\n(.*?)^[ \t]*\2[ \t]*$", re.MULTILINE | re.DOTALL)
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 _QUOTE = re.compile(r"^\s{0,3}> ?")
 _BLOCK_START = re.compile(r"^\s*([-*+]\s|\d+[.)]\s|#|>|\|)")
@@ -87,12 +88,18 @@ def markdown_blocks(text: str) -> list[dict[str, Any]]:
     pos = 0
     for m in _FENCE.finditer(text):
         blocks += _prose_block(text[pos : m.start()])
-        code = m.group(2).rstrip("\n")
+        code = _dedent(m.group(3), len(m.group(1))).rstrip("\n")
         if code.strip():
             blocks.append(_text(code, fontType="Monospace"))
         pos = m.end()
     blocks += _prose_block(text[pos:])
     return blocks
+
+
+def _dedent(code: str, indent: int) -> str:
+    return "\n".join(
+        line[indent:] if line[:indent].strip() == "" else line.lstrip() for line in code.split("\n")
+    )
 
 
 def _prose_block(text: str) -> list[dict[str, Any]]:

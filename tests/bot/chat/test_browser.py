@@ -88,7 +88,7 @@ url: "javascript:window.kbotPwned = 'source link'"
 # Escalating a stuck deploy pipeline
 
 If the deploy pipeline is stuck, page the release captain. The status widget shows
-<img src="nothing" onerror="window.kbotPwned = 'markup'"> next to each stage, and the
+<svg onload="window.kbotPwned = 'markup'"> next to each stage, and the
 [release dashboard](javascript:window.kbotPwned='markdown%20link') lists the captain.
 """
 
@@ -113,11 +113,51 @@ def test_document_text_and_links_cannot_run_script_in_the_page(
         expect(answer.locator(".vote")).to_be_visible()
 
         # The document's HTML is shown as text, and its javascript: links are not links.
-        expect(answer).to_contain_text('<img src="nothing" onerror=')
-        expect(answer.locator("img")).to_have_count(0)
+        # (An <img> would already be its alt text, made plain at indexing: indexer.markup.)
+        expect(answer).to_contain_text("<svg onload=")
+        expect(answer.locator("svg[onload]")).to_have_count(0)
         expect(answer.locator(".sources li")).to_contain_text("Escalating a stuck deploy pipeline")
         expect(answer).to_contain_text("the release dashboard lists the captain")
         expect(answer.get_by_role("link", name="release dashboard")).to_have_count(0)
         hrefs = answer.locator("a").evaluate_all("links => links.map(a => a.href)")
         assert not [h for h in hrefs if h.lower().startswith("javascript:")]
         assert page.evaluate("window.kbotPwned") is None
+
+
+def test_a_runbook_written_for_github_reads_cleanly_in_the_web_chat(
+    tmp_path: Path, runtime_factory: Any, page: Any
+) -> None:
+    """The runbook of test_rendering.py (raw HTML, reference and relative links, a command
+    inside a numbered step), as the web chat shows it."""
+    from playwright.sync_api import expect
+
+    from tests.bot.chat.test_rendering import DOC, QUESTION, RAW, RUNBOOK
+
+    (tmp_path / "kb" / DOC).parent.mkdir(parents=True)
+    (tmp_path / "kb" / DOC).write_text(RUNBOOK, encoding="utf-8")
+    rt = runtime_factory(make_config(tmp_path, [runbook_connector(tmp_path / "kb")]))
+    assert rt.indexer.sync()[0].ok
+
+    with serve(create_app(rt)) as url:
+        page.goto(url)
+        page.get_by_label("Question").fill(QUESTION)
+        page.get_by_label("Question").press("Enter")
+        answer = page.locator(".msg.bot").last
+        expect(answer.locator(".vote")).to_be_visible()
+
+        text = answer.inner_text()
+        assert not [r for r in RAW if r in text], text
+        # Steps 1-3, then the command as code, then steps 4-5 still numbered 4 and 5.
+        lists = answer.locator("ol")
+        expect(lists.first.locator("li")).to_have_count(3)
+        expect(lists.first.locator("li").nth(1)).to_contain_text("Store it: run vault kv put")
+        expect(answer.locator("pre code")).to_contain_text(
+            "kubectl rollout restart deploy/webhook-sender"
+        )
+        expect(lists.nth(1)).to_have_attribute("start", "4")
+        expect(answer.get_by_role("link", name="delivery dashboard")).to_have_attribute(
+            "href", "https://git.example.test/dashboards/webhooks"
+        )
+        expect(answer.get_by_role("link", name="key console")).to_have_attribute(
+            "href", "https://keys.example.test/console"
+        )
