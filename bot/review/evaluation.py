@@ -2,14 +2,17 @@
 
 Every question goes through the same answering service the chat adapters use. The measures
 are defined in issue 3; this module computes them from the returned ``Answer`` objects, so
-the arithmetic is testable without an index.
+the arithmetic is testable without an index. ``procedure_steps`` also reads the numbered
+lists of each procedure question's relevant documents back from the index (``StepLists``).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +21,7 @@ from bot.answer.types import Answer, QuestionError, Requester
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
+    from indexer.store import VectorStore
 
 KINDS = ("lookup", "procedure", "paraphrase", "multi-doc", "unanswerable")
 SHARES = (
@@ -26,6 +30,8 @@ SHARES = (
     "mrr@10",
     "context_keywords@3",
     "answer_keywords",
+    "answer_first_keywords",
+    "procedure_steps",
     "cited_relevant",
     "abstain_accuracy",
     "false_abstain",
@@ -39,6 +45,8 @@ MEASURES = (
     "context_keywords@3",
     "context_chars@3",
     "answer_keywords",
+    "answer_first_keywords",
+    "procedure_steps",
     "answer_chars",
     "cited_relevant",
     "abstain_accuracy",
@@ -47,6 +55,10 @@ MEASURES = (
 )
 REQUIRED = ("id", "question", "relevant", "answer_keywords", "kind")
 HIT_DOCS, MRR_DOCS, CONTEXT_CHUNKS = 5, 10, 3
+# answer_first_keywords looks for the keywords in this much of the answer: answer first.
+FIRST_CHARS = 400
+# procedure_steps matches each numbered item by this much of its (plain) leading text.
+STEP_CHARS = 40
 
 
 class EvalError(ValueError):
@@ -145,6 +157,228 @@ def keywords_in(keywords: Iterable[str], text: str) -> list[str]:
     return [k for k in keywords if normalize(k) in haystack]
 
 
+# -- procedure_steps: the numbered lists of a relevant document ---------------------------------
+
+_ITEM = re.compile(r"^(\s*)\d+[.)]\s+(.*)$")
+_FENCE = re.compile(r"^\s*(```+|~~~+)")
+# Lines that start a block of their own, so they never continue an item's text lazily.
+_OWN_BLOCK = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|>|\|)")
+_ELLIPSIS = re.compile(r"…|\.\.\.")
+MIN_OVERLAP = 10  # characters a chunk must repeat of the one before to count as overlap
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)\s]*\)")  # [text](url), ![alt](src): the text
+_SLACK_LINK = re.compile(r"<[^<>|\s]+\|([^<>]*)>")  # Slack mrkdwn <url|text>: the text
+_MARKS = re.compile(r"[*_`~]")  # emphasis and code marks, Markdown's and mrkdwn's
+
+
+def plain(text: str) -> str:
+    """``normalize`` without the markup a quote or a reformatted answer may add or drop:
+    HTML entities decoded, Markdown and Slack links reduced to their text, and the
+    emphasis/code marks ``* _ ` ~`` removed. Used on both sides of procedure_steps."""
+    text = _SLACK_LINK.sub(r"\1", _MD_LINK.sub(r"\1", html.unescape(text)))
+    return normalize(_MARKS.sub("", text))
+
+
+@dataclass(frozen=True)
+class StepList:
+    """One numbered list of a document, as procedure_steps looks for it in an answer."""
+
+    items: tuple[str, ...]  # each item's leading text: ``plain``, number stripped, STEP_CHARS
+    ellipses: int = 0  # "…" or "..." the list itself has between its first and last item
+
+    def kept_in(self, answer: str) -> bool:
+        """Whether ``answer`` (already ``plain``) has every item's leading text in order,
+        with no "…"/"..." between the first and the last item beyond the list's own."""
+        first = self.items[0]
+        start = answer.find(first)
+        while start >= 0:
+            pos = start + len(first)
+            for item in self.items[1:]:
+                at = answer.find(item, pos)
+                if at < 0:
+                    return False  # a later start cannot find what this one did not
+                pos = at + len(item)
+            if len(_ELLIPSIS.findall(answer[start:pos])) <= self.ellipses:
+                return True
+            start = answer.find(first, start + 1)  # a later quote of the list may be whole
+        return False
+
+
+def numbered_lists(text: str) -> tuple[StepList, ...]:
+    """The numbered lists of Markdown ``text`` with at least two items, in document order.
+
+    An item is a line matching ``^\\s*\\d+[.)]\\s+`` outside a code block; its text is the
+    rest of that line plus the lines that continue it directly (no blank line between:
+    indented, or unindented "lazy" text that does not start a heading, bullet, quote or
+    table). A list is a run of items, the first item's indentation setting its level.
+    Between two items the run may hold blank lines, lines indented at least two columns
+    deeper than the items (item paragraphs, nested lists, indented code) and fenced code
+    blocks at any indentation (runbooks often leave a step's command unindented). Any
+    other line, e.g. a heading or an unindented paragraph after a blank line, ends it.
+    Numbers are ignored ("1." repeated, "1)" and restarts are all items), so two lists
+    separated only by blank lines or a code block read as one; nested lists are part of
+    their parent item, not lists of their own.
+    """
+    found: list[StepList] = []
+    items: list[str] = []
+    lines: list[str] = []  # the run's lines, for counting its own ellipses
+    upto = 0  # lines[:upto] reach the end of the last item's text
+    base = 0
+    fence: str | None = None
+    lazy = False  # the line before was part of the last item's text
+
+    def close() -> None:
+        nonlocal upto
+        if len(items) >= 2:
+            own = len(_ELLIPSIS.findall(plain("\n".join(lines[:upto]))))
+            found.append(StepList(tuple(plain(t)[:STEP_CHARS].strip() for t in items), own))
+        items.clear()
+        lines.clear()
+        upto = 0
+
+    for line in text.expandtabs(4).split("\n"):
+        opening = _FENCE.match(line) if fence is None else None
+        if fence is not None or opening:
+            if opening:
+                fence = opening.group(1)
+            elif line.strip().startswith(fence):
+                fence = None
+            lazy = False
+            if items:
+                lines.append(line)
+            continue
+        if not line.strip():
+            lazy = False
+            if items:
+                lines.append(line)
+            continue
+        item = _ITEM.match(line)
+        indent = len(line) - len(line.lstrip())
+        if items and indent >= base + 2:  # inside the last item
+            if lazy and not item and not _OWN_BLOCK.match(line):
+                items[-1] += " " + line.strip()
+                upto = len(lines) + 1
+            else:
+                lazy = False
+            lines.append(line)
+        elif item:
+            if not items:
+                base = indent
+            items.append(item.group(2))
+            lines.append(line)
+            upto = len(lines)
+            lazy = True
+        elif items and lazy and not _OWN_BLOCK.match(line):
+            items[-1] += " " + line.strip()
+            lines.append(line)
+            upto = len(lines)
+        else:
+            close()
+            lazy = False
+    close()
+    return tuple(found)
+
+
+def join_chunks(texts: Iterable[str]) -> str:
+    """A document's text rebuilt from its chunks, in chunk order.
+
+    Consecutive chunks of a long section overlap: the next one repeats the last lines of
+    the one before, its first line possibly only their end. That repetition is dropped
+    (the longest run of lines the text so far ends with), so a list is not read with
+    repeated or broken items; otherwise chunks are joined with a blank line. A chunk cut
+    inside a code block ends with a closing fence and the next one starts with an opening
+    fence that the document does not have; around an overlap, both are dropped.
+
+    Chunks are stored stripped, so a chunk's first line has lost its indentation. When it
+    is not a list item or heading and the text so far ends with an indented line, it gets
+    that line's indentation back: an item's paragraph cut in two stays in its item. A
+    chunk that starts with a nested list's item is left as it is (nothing tells it from
+    an outer one), and that item reads as one of the outer list; it lies between its
+    outer neighbours, so an answer that keeps the whole list keeps it too.
+    """
+    out: list[str] = []
+    for text in texts:
+        new = text.split("\n")
+        for drop_end, drop_start in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            if drop_end and not (out and _FENCE.match(out[-1])):
+                continue
+            if drop_start and not _FENCE.match(new[0]):
+                continue
+            k = _overlap(out[: len(out) - drop_end], new[drop_start:])
+            if k:
+                del out[len(out) - drop_end :]
+                new = new[drop_start + k :]
+                break
+        else:
+            if out:
+                new = [_reindent(new[0], out), *new[1:]]
+                out.append("")
+        out.extend(new)
+    return "\n".join(out)
+
+
+def _reindent(first: str, before: list[str]) -> str:
+    """A chunk's (stripped) first line, with the indentation it likely had (see join_chunks)."""
+    if not first.strip() or _ITEM.match(first) or re.match(r"#{1,6}\s", first):
+        return first
+    last = next((line for line in reversed(before) if line.strip()), "")
+    indent = len(last) - len(last.lstrip())
+    return " " * indent + first if indent >= 2 else first
+
+
+def _overlap(before: list[str], new: list[str]) -> int:
+    """How many leading lines of ``new`` repeat the end of ``before`` (0 if none). A short
+    repeat (a lone fence, "fi", "}") is more likely two real lines than an overlap."""
+    for k in range(min(len(before), len(new)), 0, -1):
+        tail, head = before[-k:], new[:k]
+        if (
+            tail[1:] == head[1:]
+            and tail[0].endswith(head[0])
+            and not _FENCE.match(head[0])
+            and len("".join(head).strip()) >= MIN_OVERLAP
+        ):
+            return k
+    return 0
+
+
+class StepLists:
+    """The numbered lists of each procedure question's relevant documents, read from the
+    index: a document's chunks (by ``doc_id``, per connector, in chunk order) joined with
+    ``join_chunks``. Each path is read once."""
+
+    def __init__(self, store: VectorStore):
+        self.store = store
+        self.cache: dict[str, tuple[StepList, ...]] = {}
+
+    def __call__(self, question: Question) -> tuple[StepList, ...]:
+        if question.kind != "procedure":
+            return ()
+        return tuple(s for path in question.relevant for s in self.of(path))
+
+    def of(self, path: str) -> tuple[StepList, ...]:
+        if path not in self.cache:
+            self.cache[path] = tuple(
+                s for text in self._documents(path) for s in numbered_lists(text)
+            )
+        return self.cache[path]
+
+    def _documents(self, path: str) -> list[str]:
+        """The text of every indexed document with this path (one per connector)."""
+        collection = self.store.collection
+        if collection is None:
+            return []
+        try:
+            got = collection.get(where={"doc_id": path}, include=["documents", "metadatas"])
+        except Exception as e:  # chromadb raises many types
+            raise EvalError(f"cannot read the chunks of {path!r} from the index: {e}") from e
+        docs: dict[str, list[tuple[int, str]]] = {}
+        for text, meta in zip(got["documents"], got["metadatas"], strict=True):
+            meta = meta or {}
+            docs.setdefault(str(meta.get("connector", "")), []).append(
+                (int(meta.get("index", 0)), text or "")
+            )
+        return [join_chunks(t for _, t in sorted(chunks)) for chunks in docs.values()]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One question's answer, judged against what the question expects."""
@@ -164,9 +398,20 @@ class Outcome:
     generated: bool = False
     fallback_reason: str | None = None
     cost_usd: float | None = None
+    # The keywords found in the answer's first FIRST_CHARS characters.
+    answer_first_keyword_hits: tuple[str, ...] = ()
+    # procedure_steps: how many numbered lists of the relevant documents were checked
+    # (procedure questions only) and whether the answer kept one of them whole.
+    step_lists: int = 0
+    steps_kept: bool = False
 
     @classmethod
-    def judge(cls, question: Question, answer: Answer) -> Outcome:
+    def judge(cls, question: Question, answer: Answer, steps: Sequence[StepList] = ()) -> Outcome:
+        """``steps``: the numbered lists of the question's relevant documents (see
+        ``numbered_lists``); without them, or for a question that is not a procedure,
+        procedure_steps is None."""
+        steps = tuple(steps) if question.kind == "procedure" else ()
+        text = plain(answer.text) if steps else ""
         docs: dict[str, tuple[str, str, float]] = {}
         for r in answer.retrieved:
             docs.setdefault(r["path"], (r["path"], r["connector"], float(r["score"])))
@@ -179,6 +424,11 @@ class Outcome:
             ),
             context_chars=sum(len(c.text) for c in context),
             answer_keyword_hits=tuple(keywords_in(question.answer_keywords, answer.text)),
+            answer_first_keyword_hits=tuple(
+                keywords_in(question.answer_keywords, answer.text[:FIRST_CHARS])
+            ),
+            step_lists=len(steps),
+            steps_kept=any(s.kept_in(text) for s in steps),
             answer_chars=len(answer.text),
             cited=tuple(c.path for c in answer.citations),
             abstained=answer.abstained,
@@ -227,6 +477,24 @@ class Outcome:
         return len(self.answer_keyword_hits) / total if total else None
 
     @property
+    def answer_first_keywords(self) -> float | None:
+        """Like answer_keywords, over the answer's first FIRST_CHARS characters only."""
+        total = len(self.question.answer_keywords)
+        return len(self.answer_first_keyword_hits) / total if total else None
+
+    @property
+    def procedure_steps(self) -> float | None:
+        """1.0 when a procedure question's answer keeps one of its relevant documents'
+        numbered lists (of two or more items) whole: every item's leading text in order,
+        with no "…"/"..." between the first and last item that the list does not have
+        itself. Items are matched by text, not number, so renumbered or reformatted steps
+        (Slack mrkdwn, a model's own "1.") count. None for other kinds, and when no
+        relevant document has such a list. An abstention is scored, like answer_keywords."""
+        if self.question.kind != "procedure" or not self.step_lists:
+            return None
+        return float(self.steps_kept)
+
+    @property
     def cited_relevant(self) -> bool:
         # An abstention's "closest sources" are offered as leads, not cited as support.
         return not self.abstained and bool(set(self.cited) & set(self.question.relevant))
@@ -262,6 +530,16 @@ class Outcome:
                 "found": list(self.answer_keyword_hits),
                 "missing": [k for k in q.answer_keywords if k not in self.answer_keyword_hits],
             },
+            "answer_first_keywords": {
+                "found": list(self.answer_first_keyword_hits),
+                "missing": [
+                    k for k in q.answer_keywords if k not in self.answer_first_keyword_hits
+                ],
+            },
+            "procedure_steps": {
+                "score": None if self.procedure_steps is None else int(self.procedure_steps),
+                "lists": self.step_lists,
+            },
             "context_chars": self.context_chars,
             "answer_chars": self.answer_chars,
             "latency_ms": self.latency_ms,
@@ -277,15 +555,20 @@ class Outcome:
         }
 
 
-def evaluate(questions: Iterable[Question], answer: Callable[[str], Answer]) -> list[Outcome]:
-    """Ask every question through ``answer`` and judge each reply."""
+def evaluate(
+    questions: Iterable[Question],
+    answer: Callable[[str], Answer],
+    steps: Callable[[Question], Sequence[StepList]] | None = None,
+) -> list[Outcome]:
+    """Ask every question through ``answer`` and judge each reply. ``steps`` gives a
+    question's relevant numbered lists (``StepLists``); without it procedure_steps is None."""
     outcomes = []
     for q in questions:
         try:
             reply = answer(q.question)
         except QuestionError as e:
             raise EvalError(f"question {q.id!r} (line {q.line}) cannot be asked: {e}") from None
-        outcomes.append(Outcome.judge(q, reply))
+        outcomes.append(Outcome.judge(q, reply, steps(q) if steps else ()))
     return outcomes
 
 
@@ -300,7 +583,7 @@ def run(runtime: Runtime, questions: Iterable[Question]) -> list[Outcome]:
     service = runtime.answering
     # The labeled set is about the whole index, so eval reads as every audience.
     requester = Requester(platform="eval", audiences=runtime.all_audiences)
-    return evaluate(questions, lambda q: service.ask(q, requester))
+    return evaluate(questions, lambda q: service.ask(q, requester), StepLists(runtime.store))
 
 
 def summarize(outcomes: list[Outcome], llm: bool = False) -> dict[str, Any]:
@@ -337,6 +620,8 @@ def _measures(outcomes: list[Outcome]) -> dict[str, Any]:
         "context_keywords@3": _mean([o.context_keywords for o in ans]),
         "context_chars@3": _mean([float(o.context_chars) for o in ans]),
         "answer_keywords": _mean([o.answer_keywords for o in ans]),
+        "answer_first_keywords": _mean([o.answer_first_keywords for o in ans]),
+        "procedure_steps": _mean([o.procedure_steps for o in ans]),
         "answer_chars": _mean([float(o.answer_chars) for o in ans]),
         "cited_relevant": _mean([float(o.cited_relevant) for o in ans]),
         "abstain_accuracy": _mean([float(o.abstained) for o in un]),
@@ -385,7 +670,7 @@ def difference(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 def _diff_measures(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m in MEASURES:
-        b, o = base[m], other[m]
+        b, o = base.get(m), other.get(m)  # a result saved before a measure existed lacks it
         if m == "latency_ms":
             out[m] = None if b is None or o is None else {p: round(o[p] - b[p], 1) for p in b}
         else:

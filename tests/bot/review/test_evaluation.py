@@ -5,30 +5,43 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
 from bot.answer.types import Answer, Citation
 from bot.cli import cli
 from bot.review.evaluation import (
+    FIRST_CHARS,
     MEASURES,
+    STEP_CHARS,
     EvalError,
+    Outcome,
     Question,
+    StepList,
+    StepLists,
     difference,
     evaluate,
     format_comparison,
     format_result,
+    join_chunks,
     keywords_in,
     load_questions,
+    numbered_lists,
     parse_questions,
     percentile,
     summarize,
 )
-from indexer.chunking import Chunk
+from bot.review.evaluation import run as evaluation_run
+from connectors.base import Document
+from indexer.chunking import Chunk, Chunker
+from indexer.store import VectorStore
+from tests.conftest import synced_runtime
 
 # -- hand-made answers -------------------------------------------------------------------------
 
@@ -248,6 +261,305 @@ def test_report_verdicts():
     assert reports[1]["first_relevant_rank"] is None
 
 
+# -- answer_first_keywords and procedure_steps --------------------------------------------------
+
+
+def test_answer_first_keywords_look_at_the_first_400_characters_only():
+    assert FIRST_CHARS == 400
+    late = "restart the pod. " + "x" * (FIRST_CHARS - 30) + " then read the logs"
+    assert late.index("logs") > FIRST_CHARS and late.index("restart") < FIRST_CHARS
+    # "liveness" starts inside the first 400 characters but ends after them.
+    edge = "y" * (FIRST_CHARS - 4) + "liveness probe"
+    result = run(
+        [
+            (q("1", ["a"], keywords=["Restart", "logs"]), answer(["a"], text=late)),
+            (q("2", ["a"], keywords=["liveness"]), answer(["a"], text=edge)),
+            (q("3", ["a"]), answer(["a"], text="no keywords to look for")),
+            (
+                q("4", [], "unanswerable", ["restart"]),
+                answer(["a"], text="restart", abstained=True),
+            ),
+        ]
+    )
+    assert result["answer_keywords"] == pytest.approx((1 + 1) / 2, abs=1e-4)
+    assert result["answer_first_keywords"] == pytest.approx((0.5 + 0) / 2, abs=1e-4)
+    assert result["per_kind"]["lookup"]["answer_first_keywords"] == 0.25
+    assert result["per_kind"]["unanswerable"]["answer_first_keywords"] is None
+
+
+def test_answer_first_keywords_count_abstentions_like_answer_keywords():
+    result = run(
+        [
+            (q("1", ["a"], keywords=["logs"]), answer(["a"], text="logs", abstained=True)),
+            (q("2", ["a"], keywords=["logs"]), answer(["a"], text="nothing")),
+        ]
+    )
+    assert result["answer_keywords"] == result["answer_first_keywords"] == 0.5
+
+
+STEPS_DOC = """\
+# Rotate an API token
+
+Tell the team first.
+
+1. Open the [API users](https://signon.example/api_users) page in **Signon**.
+2. Choose `Manage tokens` for the
+   application's user.
+
+```sh
+signon tokens list
+```
+
+3. Choose **Add application token**, then copy it somewhere safe.
+4. Revoke the old token.
+
+Done: the app uses the new token.
+"""
+STEPS = (
+    "open the api users page in signon.",
+    "choose manage tokens for the application",  # 40 characters of the item's text
+    "choose add application token, then copy",
+    "revoke the old token.",
+)
+MRKDWN = """\
+*Rotate an API token*
+1) Open the <https://signon.example/api_users|API users> page in *Signon*.
+2) Choose `Manage tokens` for the application's user.
+```signon tokens list```
+3) Choose *Add application token*, then copy it somewhere safe.
+4) Revoke the old token."""
+STEP_LINES = [
+    "Open the API users page in Signon.",
+    "Choose Manage tokens for the application's user.",
+    "Choose Add application token, then copy it somewhere safe.",
+    "Revoke the old token.",
+]
+
+
+def test_numbered_lists_reads_items_across_continuations_and_code():
+    assert numbered_lists(STEPS_DOC) == (StepList(STEPS),)
+    assert STEP_CHARS == 40 and len(STEPS[1]) == STEP_CHARS
+
+
+@pytest.mark.parametrize(
+    ("text", "lists"),
+    [
+        # A heading, or an unindented paragraph after a blank line, ends a list.
+        ("1. a\n2. b\n## Next\n3. c\n4. d", (("a", "b"), ("c", "d"))),
+        ("1. a\n2. b\n\nProse.\n3. c", (("a", "b"),)),
+        # Unindented text right after an item continues it; a bullet does not.
+        ("1. a\nmore\n2. b", (("a more", "b"),)),
+        ("1. a\n- x\n2. b\n3. c", (("b", "c"),)),
+        # Nested items are part of their parent; "1)" and repeated numbers are items.
+        ("1) a\n    1. x\n    2. y\n1) b", (("a", "b"),)),
+        ("* top\n    1. x\n    2. y\n* next", (("x", "y"),)),
+        # Inside code, a numbered line is not an item; one item is not a list.
+        ("```\n1. a\n2. b\n```", ()),
+        ("1. only one\n\nThe end.", ()),
+        # A list's own "..." is counted, so quoting the list whole keeps it.
+        ('1. Open the "..." menu\n2. Refresh', (StepList(('open the "..." menu', "refresh"), 1),)),
+    ],
+)
+def test_numbered_lists_definition(text, lists):
+    want = tuple(w if isinstance(w, StepList) else StepList(w) for w in lists)
+    assert numbered_lists(text) == want
+
+
+def steps_result(pairs: list[tuple[Question, Answer]], docs: dict[str, str]) -> list[Outcome]:
+    """Outcomes whose questions' relevant numbered lists come from ``docs`` (path -> text)."""
+    replies = {qu.question: a for qu, a in pairs}
+
+    def steps(question: Question) -> list[StepList]:
+        return [s for p in question.relevant for s in numbered_lists(docs.get(p, ""))]
+
+    return evaluate([qu for qu, _ in pairs], replies.__getitem__, steps)
+
+
+def procedure_score(text: str, doc: str = STEPS_DOC) -> float | None:
+    [o] = steps_result([(q("p", ["doc"], "procedure"), answer(["doc"], text=text))], {"doc": doc})
+    return o.procedure_steps
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        (STEPS_DOC, 1.0),
+        # Renumbered, reformatted as Slack mrkdwn: the item text is what counts.
+        (MRKDWN, 1.0),
+        ("Steps:\n" + "\n".join(f"• {line}" for line in STEP_LINES), 1.0),
+        # An ellipsis outside the list is not inside it.
+        ("Before … then:\n" + "\n".join(STEP_LINES) + "\n\n…\n\nAfterwards.", 1.0),
+        # The first step mentioned, elided, then the whole list: that quote counts.
+        (f"{STEP_LINES[0]}\n\n…\n\n" + "\n".join(STEP_LINES), 1.0),
+        # A step missing, two swapped, or elided between the first and the last.
+        ("\n".join(STEP_LINES[:2] + STEP_LINES[3:]), 0.0),
+        ("\n".join([STEP_LINES[0], STEP_LINES[2], STEP_LINES[1], STEP_LINES[3]]), 0.0),
+        ("\n".join(STEP_LINES[:2]) + "\n\n…\n\n" + "\n".join(STEP_LINES[2:]), 0.0),
+        ("\n".join(STEP_LINES[:3]) + " ...\n" + STEP_LINES[3], 0.0),
+        ("Rotate the token in Signon.", 0.0),
+    ],
+)
+def test_procedure_steps_keeps_the_items_in_order_without_an_ellipsis(text, score):
+    assert procedure_score(text) == score
+
+
+def test_procedure_steps_allows_the_lists_own_ellipsis():
+    doc = '1. Open the "..." menu.\n2. Choose Refresh.\n'
+    assert procedure_score('Open the "..." menu.\nChoose Refresh.', doc) == 1.0
+    assert procedure_score('Open the "..." menu.\n…\nChoose Refresh.', doc) == 0.0
+
+
+def test_procedure_steps_is_none_without_a_procedure_or_a_list():
+    docs = {"steps": STEPS_DOC, "prose": "# Notes\n\nNo steps here.\n1. one item only\n"}
+    outcomes = steps_result(
+        [
+            (q("lookup", ["steps"], "lookup"), answer(["steps"], text=STEPS_DOC)),
+            (q("prose", ["prose"], "procedure"), answer(["prose"], text="No steps here.")),
+            (q("kept", ["prose", "steps"], "procedure"), answer(["steps"], text=MRKDWN)),
+            (q("cut", ["steps"], "procedure"), answer(["steps"], text=STEP_LINES[0])),
+        ],
+        docs,
+    )
+    assert [o.procedure_steps for o in outcomes] == [None, None, 1.0, 0.0]
+    assert [o.step_lists for o in outcomes] == [0, 0, 1, 1]
+    # A plain callable gives no lists: procedure_steps is not measured.
+    plain_run = run([(q("p", ["steps"], "procedure"), answer(["steps"], text=MRKDWN))])
+    assert plain_run["procedure_steps"] is None
+
+
+def test_summary_table_difference_and_report_have_the_new_measures():
+    docs = {"steps": STEPS_DOC}
+    first = f"Revoke the old token. {'z' * FIRST_CHARS} logs"
+    pairs = [
+        (q("l", ["a"], "lookup", ["revoke", "logs"]), answer(["a"], text=first)),
+        (q("p1", ["steps"], "procedure", ["revoke"]), answer(["steps"], text=MRKDWN)),
+        (q("p2", ["steps"], "procedure"), answer(["steps"], text=STEP_LINES[3])),
+        (q("p3", ["a"], "procedure"), answer(["a"], text="no list to keep")),
+    ]
+    outcomes = steps_result(pairs, docs)
+    result = summarize(outcomes)
+    assert result["answer_first_keywords"] == pytest.approx((0.5 + 1) / 2, abs=1e-4)
+    assert result["procedure_steps"] == 0.5
+    kinds = result["per_kind"]
+    assert kinds["lookup"]["answer_first_keywords"] == 0.5
+    assert kinds["lookup"]["procedure_steps"] is None
+    assert kinds["procedure"]["answer_first_keywords"] == 1.0
+    assert kinds["procedure"]["procedure_steps"] == 0.5
+    assert list(result) == [*MEASURES, "per_kind", "n"]
+
+    table = [line.split() for line in format_result(result).splitlines()]
+    assert table[0] == ["measure", "all", "lookup", "procedure"]
+    assert ["answer_first_keywords", "0.750", "0.500", "1.000"] in table
+    assert ["procedure_steps", "0.500", "-", "0.500"] in table
+
+    better = summarize(steps_result([pairs[0], pairs[1], (pairs[2][0], pairs[1][1])], docs))
+    diff = difference(result, better)
+    assert diff["procedure_steps"] == 0.5
+    assert diff["per_kind"]["procedure"]["procedure_steps"] == 0.5
+    assert diff["per_kind"]["lookup"]["procedure_steps"] is None
+    assert diff["answer_first_keywords"] == 0.0
+    lines = [line.split() for line in format_comparison(result, better, diff).splitlines()]
+    assert ["procedure_steps", "0.500", "1.000", "+0.500"] in lines
+
+    reports = [o.report() for o in outcomes]
+    assert reports[0]["answer_first_keywords"] == {"found": ["revoke"], "missing": ["logs"]}
+    assert reports[0]["answer_keywords"] == {"found": ["revoke", "logs"], "missing": []}
+    assert [r["procedure_steps"] for r in reports] == [
+        {"score": None, "lists": 0},
+        {"score": 1, "lists": 1},
+        {"score": 0, "lists": 1},
+        {"score": None, "lists": 0},
+    ]
+
+
+def test_difference_with_a_result_saved_before_the_new_measures():
+    base = run([(q("1", ["a"]), answer(["a"]))])
+    old = {k: v for k, v in base.items() if k not in ("answer_first_keywords", "procedure_steps")}
+    old["per_kind"] = {
+        k: {m: x for m, x in v.items() if m != "procedure_steps"}
+        for k, v in base["per_kind"].items()
+    }
+    diff = difference(old, base)
+    assert diff["procedure_steps"] is None and diff["answer_first_keywords"] is None
+    assert diff["hit@5"] == 0.0
+
+
+# -- the numbered lists of an indexed document ------------------------------------------------
+
+
+def test_join_chunks_drops_the_overlap_and_the_fences_a_cut_adds():
+    # The next chunk repeats the end of the one before, its first line only in part.
+    assert (
+        join_chunks(
+            [
+                "1. First step, then\n2. Second step here",
+                "step, then\n2. Second step here\n3. Third",
+            ]
+        )
+        == "1. First step, then\n2. Second step here\n3. Third"
+    )
+    # Cut inside a code block: the first chunk's closing fence and the next one's opening
+    # fence are not the document's.
+    cut = join_chunks(
+        [
+            "1. Find the pod:\n\n    ```\n    k get pods | grep api\n```",
+            "1. Find the pod:\n\n    ```\n    k get pods | grep api\n    ```\n\n2. Open a shell",
+        ]
+    )
+    assert (
+        cut == "1. Find the pod:\n\n    ```\n    k get pods | grep api\n    ```\n\n2. Open a shell"
+    )
+    # No overlap: joined with a blank line; a short repeat ("fi") is not an overlap.
+    assert join_chunks(["a\nfi", "fi\nb"]) == "a\nfi\n\nfi\nb"
+    # An item's paragraph cut in two gets its indentation back and stays in the item.
+    rejoined = join_chunks(["1. Step one:\n\n    Some detail", "More detail.\n\n2. Step two"])
+    assert rejoined == "1. Step one:\n\n    Some detail\n\n    More detail.\n\n2. Step two"
+    assert [s.items for s in numbered_lists(rejoined)] == [("step one:", "step two")]
+
+
+def test_join_chunks_rebuilds_the_lists_of_a_chunked_document():
+    steps = "\n\n".join(
+        f"{n}. Step {n}: run the command for phase {n} and check its output carefully.\n\n"
+        f"    ```sh\n    run-phase {n} --verbose --wait\n    ```"
+        for n in range(1, 9)
+    )
+    text = f"# Long procedure\n\nIntro.\n\n{steps}\n\nThe end.\n"
+    doc = Document("kb", "long.md", "Long procedure", "file:///long.md", text, datetime.now(UTC))
+    chunks = Chunker(chunk_size=300, chunk_overlap=80).split(doc)
+    assert len(chunks) >= 3  # the list is cut across chunks
+    [steps_list] = numbered_lists(text)
+    assert len(steps_list.items) == 8
+    assert numbered_lists(join_chunks(c.text for c in chunks)) == (steps_list,)
+
+
+def test_step_lists_read_each_document_from_the_index_once(tmp_path):
+    store = VectorStore(tmp_path / "chroma", "test-model", create=True)
+    head, steps = STEPS_DOC.split("\n\n", 1)
+    cut = steps.index("3. Choose")
+    # Two documents with the same path in two connectors, each list cut across chunks
+    # at the same chunk index: chunks are ordered per document, not all together.
+    kb = [head, steps[:cut], steps[cut:]]
+    wiki = ["# Team", "1. Call the team", "2. Wait for them"]
+    chunks = [
+        *(chunk("steps.md", text, i) for i, text in reversed(list(enumerate(kb)))),
+        *(
+            replace(chunk("steps.md", text, i), connector="wiki", id=f"wiki:steps.md:{i}")
+            for i, text in enumerate(wiki)
+        ),
+        chunk("prose.md", "No steps."),
+    ]
+    store.upsert(chunks, np.random.default_rng(0).random((len(chunks), 4), dtype=np.float32))
+
+    lists = StepLists(store)
+    got = lists(q("p", ["steps.md", "prose.md", "missing.md"], "procedure"))
+    # Chunks are put back in order, per connector: each copy of the path is one document.
+    assert sorted(s.items for s in got) == sorted([STEPS, ("call the team", "wait for them")])
+    assert lists(q("l", ["steps.md"], "lookup")) == ()
+    store.delete([c.id for c in chunks])
+    assert lists.of("steps.md") == got  # read once, then cached
+    assert lists.of("prose.md") == ()
+
+
 # -- the questions file ------------------------------------------------------------------------
 
 GOOD = {
@@ -438,6 +750,8 @@ def test_eval_json_on_an_easy_set(site):
     assert out["context_keywords@3"] == 1.0  # every document is one short chunk
     assert 0 < out["context_chars@3"] <= sum(len(t) for t in DOCS.values())
     assert out["answer_chars"] > 0 and 0 <= out["answer_keywords"] <= 1
+    assert 0 <= out["answer_first_keywords"] <= out["answer_keywords"]
+    assert out["procedure_steps"] is None  # the procedure's runbook has no numbered list
     assert out["cited_relevant"] == 1.0
     assert 0 < out["latency_ms"]["p50"] <= out["latency_ms"]["p95"]
     assert list(out["per_kind"]) == ["lookup", "procedure", "multi-doc", "unanswerable"]
@@ -540,3 +854,43 @@ def test_eval_errors(site, tmp_path):
     )
     assert empty.exit_code == 1
     assert "is empty; run `kbot sync` first" in empty.stderr
+
+
+def test_run_reads_the_relevant_lists_from_the_index(tmp_path, runtime_factory):
+    rt = synced_runtime(
+        runtime_factory, tmp_path, {"rotate.md": STEPS_DOC, "notes.md": DOCS["howto/vpn.md"]}
+    )
+    questions = parse_questions(
+        [
+            json.dumps(
+                {
+                    **GOOD,
+                    "id": "p",
+                    "question": "How do I rotate an API token in Signon?",
+                    "relevant": ["rotate.md"],
+                    "kind": "procedure",
+                }
+            ),
+            json.dumps(
+                {
+                    **GOOD,
+                    "id": "n",
+                    "question": "How do I connect to the office VPN?",
+                    "relevant": ["notes.md"],
+                    "kind": "procedure",
+                }
+            ),
+            json.dumps(
+                {
+                    **GOOD,
+                    "id": "l",
+                    "question": "Which page lists the API users?",
+                    "relevant": ["rotate.md"],
+                }
+            ),
+        ]
+    )
+    steps, prose, lookup = evaluation_run(rt, questions)
+    assert (steps.step_lists, prose.step_lists, lookup.step_lists) == (1, 0, 0)
+    assert steps.procedure_steps in (0.0, 1.0)
+    assert prose.procedure_steps is None and lookup.procedure_steps is None
