@@ -216,17 +216,8 @@ def _contributions(b: Block, q: Query, features: Sequence[Feature]) -> dict[str,
     return {f.name: out[f.name] for f in features}
 
 
-# A link's target is not read: chat shows ``[text](url)`` as the text alone.
-_LINK_TARGET = re.compile(r"(?<=\])\([^()\s]*\)")
-
-
-def shown_len(text: str) -> int:
-    """The characters a reader sees: Markdown link targets do not count against a budget."""
-    return len(_LINK_TARGET.sub("", text)) if "](" in text else len(text)
-
-
 def _length_norm(b: Block) -> float:
-    return math.sqrt(1 + shown_len(b.text) / LENGTH_SCALE)
+    return math.sqrt(1 + len(b.text) / LENGTH_SCALE)
 
 
 @dataclass
@@ -302,7 +293,7 @@ def choose(
             skip = ()  # nothing new: quote it again rather than nothing
         elif len(whole) <= budget and len(new) < len(every):
             return Choice("\n\n".join(new).strip(), how="unquoted")
-    if shown_len(whole) <= budget:
+    if len(whole) <= budget:
         return Choice(whole.strip(), how="whole")
     bs: list[Block] = []
     seen: set[str] = set()
@@ -321,8 +312,9 @@ def choose(
     scores = list(own)
     inherited: set[int] = set()
     for i in range(1, len(bs)):
-        says_little = _is_code(bs[i].text) or shown_len(bs[i].text) < SHORT_BLOCK
-        if says_little and INHERIT * own[i - 1] > own[i]:
+        if (_is_code(bs[i].text) or len(bs[i].text) < SHORT_BLOCK) and INHERIT * own[i - 1] > own[
+            i
+        ]:
             scores[i] = INHERIT * own[i - 1]
             inherited.add(i)
     texts = [b.text for b in bs]
@@ -338,7 +330,7 @@ def choose(
         follows = i + 1 < len(bs) and not _is_code(texts[i])
         if follows and (_is_code(texts[i + 1]) or texts[i].rstrip().endswith(":")):
             add.add(i + 1)
-        cost = sum(shown_len(texts[j]) for j in add - chosen)
+        cost = sum(len(texts[j]) for j in add - chosen)
         if used + cost > budget and chosen:
             continue
         if used + cost > budget * OVERSHOOT:

@@ -84,12 +84,3 @@ def test_the_same_question_gives_the_same_choice() -> None:
 def test_a_short_document_is_quoted_whole_without_scoring() -> None:
     c = choose([("Just one line.", 0)], "anything", budget=500)
     assert c.text == "Just one line." and c.explain() == []
-
-
-def test_a_links_target_does_not_count_against_the_budget() -> None:
-    url = "https://git.example.test/runbooks/blob/main/" + "very/long/path/" * 8 + "x.md#L42"
-    assert passages.shown_len(f"See [the cache]({url}) first.") == len("See [the cache] first.")
-    section = (f"Reclaim etcd space: see [the defrag guide]({url}).\n\nOther words.", 0, "")
-    # Quoted whole: what the reader sees fits the budget, though the raw text does not.
-    c = choose([section], QUESTION, budget=80)
-    assert c.how == "whole" and url in c.text
