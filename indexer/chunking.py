@@ -9,6 +9,7 @@ Each chunk keeps its heading path, e.g. "Runbook › Diagnosis › Step 2".
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -251,3 +252,70 @@ def _common(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
             break
         n += 1
     return a[: max(n, 1)]
+
+
+# Characters a chunk must repeat of the one before to count as overlap (join_chunks).
+MIN_OVERLAP = 10
+_LIST_ITEM = re.compile(r"^\s*\d+[.)]\s+")
+
+
+def join_chunks(texts: Iterable[str]) -> str:
+    """A document's text rebuilt from its chunks, in chunk order.
+
+    Consecutive chunks of a long section overlap: the next one repeats the last lines of
+    the one before, its first line possibly only their end. That repetition is dropped
+    (the longest run of lines the text so far ends with), so a list is not read with
+    repeated or broken items; otherwise chunks are joined with a blank line. A chunk cut
+    inside a code block ends with a closing fence and the next one starts with an opening
+    fence that the document does not have; around an overlap, both are dropped.
+
+    Chunks are stored stripped, so a chunk's first line has lost its indentation. When it
+    is not a list item or heading and the text so far ends with an indented line, it gets
+    that line's indentation back: an item's paragraph cut in two stays in its item. A
+    chunk that starts with a nested list's item is left as it is (nothing tells it from
+    an outer one), and that item reads as one of the outer list; it lies between its
+    outer neighbours, so an answer that keeps the whole list keeps it too.
+    """
+    out: list[str] = []
+    for text in texts:
+        new = text.split("\n")
+        for drop_end, drop_start in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            if drop_end and not (out and _FENCE.match(out[-1])):
+                continue
+            if drop_start and not _FENCE.match(new[0]):
+                continue
+            k = _overlap(out[: len(out) - drop_end], new[drop_start:])
+            if k:
+                del out[len(out) - drop_end :]
+                new = new[drop_start + k :]
+                break
+        else:
+            if out:
+                new = [_reindent(new[0], out), *new[1:]]
+                out.append("")
+        out.extend(new)
+    return "\n".join(out)
+
+
+def _reindent(first: str, before: list[str]) -> str:
+    """A chunk's (stripped) first line, with the indentation it likely had (see join_chunks)."""
+    if not first.strip() or _LIST_ITEM.match(first) or re.match(r"#{1,6}\s", first):
+        return first
+    last = next((line for line in reversed(before) if line.strip()), "")
+    indent = len(last) - len(last.lstrip())
+    return " " * indent + first if indent >= 2 else first
+
+
+def _overlap(before: list[str], new: list[str]) -> int:
+    """How many leading lines of ``new`` repeat the end of ``before`` (0 if none). A short
+    repeat (a lone fence, "fi", "}") is more likely two real lines than an overlap."""
+    for k in range(min(len(before), len(new)), 0, -1):
+        tail, head = before[-k:], new[:k]
+        if (
+            tail[1:] == head[1:]
+            and tail[0].endswith(head[0])
+            and not _FENCE.match(head[0])
+            and len("".join(head).strip()) >= MIN_OVERLAP
+        ):
+            return k
+    return 0

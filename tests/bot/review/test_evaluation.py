@@ -29,7 +29,6 @@ from bot.review.evaluation import (
     evaluate,
     format_comparison,
     format_result,
-    join_chunks,
     keywords_in,
     load_questions,
     numbered_lists,
@@ -39,7 +38,7 @@ from bot.review.evaluation import (
 )
 from bot.review.evaluation import run as evaluation_run
 from connectors.base import Document
-from indexer.chunking import Chunk, Chunker
+from indexer.chunking import Chunk, Chunker, join_chunks
 from indexer.store import VectorStore
 from tests.conftest import synced_runtime
 
