@@ -129,6 +129,19 @@ class VectorStore:
             )
         ]
 
+    def chunks(self, ids: list[str]) -> list[Chunk]:
+        """Chunks by id, without scores (ids not found are left out)."""
+        if self.collection is None or not ids:
+            return []
+        try:
+            got = self.collection.get(ids=ids, include=["documents", "metadatas"])
+        except Exception as e:
+            raise StoreError(f"the Chroma lookup failed: {e}") from e
+        return [
+            _chunk(cid, text or "", meta or {})
+            for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+
     def all_chunks(self, page: int = 5000) -> Iterator[Chunk]:
         """Every stored chunk, a page at a time (for rebuilding the lexical index)."""
         if self.collection is None:

@@ -82,6 +82,14 @@ class Block:
     text: str
     rank: int  # its section's rank among the document's retrieved chunks (0: the best)
     heading: str  # the heading it sits under ("" when none)
+    # A numbered list with its commands, kept as one block: its steps, each with what is
+    # indented or fenced under it (empty for any other block).
+    steps: tuple[str, ...] = ()
+    intro: str = ""  # the paragraph before a numbered list that says what it does
+
+    def first(self, n: int) -> str:
+        """A numbered list's introduction and first ``n`` steps."""
+        return "\n\n".join([self.intro] * bool(self.intro) + list(self.steps[:n]))
 
     @cached_property
     def words(self) -> frozenset[str]:
@@ -100,6 +108,7 @@ class Query:
     words: frozenset[str]
     idf: dict[str, float]
     kind: str | None  # the amount asked for (bot.answer.answer_type.preferred), if any
+    procedure: bool = False  # the question asks how to do something
 
     def weigh(self, words: Iterable[str]) -> float:
         return sum(self.idf.get(w, 1.0) for w in words)
@@ -149,6 +158,11 @@ def states_amount(b: Block, q: Query) -> float:
     return 1.0 if q.kind is not None and supplies(q.kind, b.text) else 0.0
 
 
+def numbered_steps(b: Block, q: Query) -> float:
+    """1 when the question asks how to do something and the block is a numbered list."""
+    return 1.0 if q.procedure and b.steps else 0.0
+
+
 FEATURES: tuple[Feature, ...] = (
     Feature(
         "question_words",
@@ -193,9 +207,24 @@ FEATURES: tuple[Feature, ...] = (
         "'how long' lifts the blocks that state a duration: the answer-type match of classic "
         "question answering. Dev set: answer_keywords +0.026 (1 to 4 the same)",
     ),
+    Feature(
+        "steps",
+        2.0,
+        numbered_steps,
+        "a procedure question is answered with the procedure: numbered steps. Only with "
+        "evidence: a list that shares nothing with the question is not lifted",
+        needs_evidence=True,
+    ),
 )
 
+# A procedure question's passage may take this many characters to quote its list (the
+# budget of its source, when larger); a longer list is cut between steps.
+STEPS_CHARS = 1400
+
 # Longer blocks say more by chance: the score is divided by sqrt(1 + length / LENGTH_SCALE).
+# A numbered list is measured by its first STEPS_SCORED characters, as a reader reads it
+# (its later steps come along when it is quoted).
+STEPS_SCORED = 400
 LENGTH_SCALE = 200
 # A command block, or the one-line "run this:" before it, says little by itself: a code
 # block or one under SHORT_BLOCK characters inherits this share of the score of the block
@@ -217,7 +246,8 @@ def _contributions(b: Block, q: Query, features: Sequence[Feature]) -> dict[str,
 
 
 def _length_norm(b: Block) -> float:
-    return math.sqrt(1 + len(b.text) / LENGTH_SCALE)
+    n = min(len(b.text), STEPS_SCORED) if b.steps else len(b.text)
+    return math.sqrt(1 + n / LENGTH_SCALE)
 
 
 @dataclass
@@ -233,6 +263,8 @@ class Choice:
     # "chosen" (blocks scored and picked), "whole" (the document fit the budget),
     # "unquoted" (whole, less blocks a near-copy already quoted), "cut" (nothing scored)
     how: str = "chosen"
+    left_out: str | None = None  # the steps of a list cut short ("Steps 6–7")
+    steps_heading: str | None = None  # a procedure's list quoted first: its heading
 
     def explain(self) -> list[dict[str, Any]]:
         """Per chosen block: its start, score, and each feature's share of its own score
@@ -274,6 +306,8 @@ def choose(
     kind: str | None = None,
     skip: Collection[str] = (),
     features: Sequence[Feature] | None = None,
+    procedure: bool = False,
+    source: int = 1,
 ) -> Choice:
     """The most relevant blocks of ``sections`` within about ``budget`` characters, kept in
     document order.
@@ -281,8 +315,11 @@ def choose(
     Each section is ``(text, rank)`` or ``(text, rank, heading)``: ``rank`` 0 is the
     document's best-ranked section, ``heading`` the one its text starts under. Blocks are
     scored by ``features`` (default FEATURES), then chosen best first, each bringing along
-    the command or list it introduces. Blocks in ``skip`` (already quoted from a near-copy
-    of this document) are left out, unless nothing else is left.
+    the command or list it introduces. A numbered list is one block, quoted from its first
+    step and cut only between steps (``Choice.left_out`` names the rest). Blocks in
+    ``skip`` (already quoted from a near-copy of this document) are left out, unless
+    nothing else is left. ``procedure``: the question asks how to do something, so a
+    numbered list that shares its words is quoted first.
     """
     features = FEATURES if features is None else features
     whole = "\n\n".join(sec[0] for sec in sections)
@@ -293,7 +330,7 @@ def choose(
             skip = ()  # nothing new: quote it again rather than nothing
         elif len(whole) <= budget and len(new) < len(every):
             return Choice("\n\n".join(new).strip(), how="unquoted")
-    if len(whole) <= budget:
+    if len(whole) <= budget and not (procedure and _NUMBERED_ITEM.search(whole)):
         return Choice(whole.strip(), how="whole")
     bs: list[Block] = []
     seen: set[str] = set()
@@ -301,25 +338,27 @@ def choose(
         head = heading[0] if heading else ""  # the heading the section's text starts under
         for b in blocks(t):
             if _is_heading(b):
-                head = b
+                head = clean_heading(b.strip().lstrip("#"))  # as sections name it
             if b in seen or b in skip:
                 continue
             seen.add(b)
             bs.append(Block(b, rank, head))
-    query = Query(frozenset(terms(question)), idf or {}, kind)
+    if procedure:
+        bs = group_steps(bs)
+    query = Query(frozenset(terms(question)), idf or {}, kind, procedure)
     contributions = [_contributions(b, query, features) for b in bs]
     own = [sum(c.values()) / _length_norm(b) for b, c in zip(bs, contributions, strict=True)]
     scores = list(own)
     inherited: set[int] = set()
     for i in range(1, len(bs)):
-        if (_is_code(bs[i].text) or len(bs[i].text) < SHORT_BLOCK) and INHERIT * own[i - 1] > own[
-            i
-        ]:
+        says_little = _is_code(bs[i].text) or len(bs[i].text) < SHORT_BLOCK
+        if says_little and not bs[i].steps and INHERIT * own[i - 1] > own[i]:
             scores[i] = INHERIT * own[i - 1]
             inherited.add(i)
     texts = [b.text for b in bs]
     order = sorted(range(len(bs)), key=lambda i: (-scores[i], i))
     chosen: set[int] = set()
+    cut: dict[int, int] = {}  # a numbered list quoted in part: how many steps
     used = 0
     for i in order:
         if _is_heading(texts[i]) or (scores[i] <= 0 and chosen):
@@ -331,24 +370,194 @@ def choose(
         if follows and (_is_code(texts[i + 1]) or texts[i].rstrip().endswith(":")):
             add.add(i + 1)
         cost = sum(len(texts[j]) for j in add - chosen)
-        if used + cost > budget and chosen:
-            continue
-        if used + cost > budget * OVERSHOOT:
+        limit = budget if chosen else budget * OVERSHOOT
+        steps = next((j for j in sorted(add - chosen) if bs[j].steps), None)
+        lead_list = procedure and steps is not None and not cut
+        if lead_list:
+            limit = max(limit, used + STEPS_CHARS)
+        if used + cost > limit and lead_list:
+            # Cut the procedure between steps: as many as fit, the first one always.
+            assert steps is not None
+            room = limit - used - (cost - len(texts[steps]))
+            kept = _steps_within(bs[steps].steps, room)
+            if kept < len(bs[steps].steps):
+                cut[steps] = kept
+                cost -= len(texts[steps]) - len(bs[steps].first(kept))
+        if used + cost > limit:
             continue
         chosen |= add
         used += cost
-        if used >= budget:
-            break
+        if used >= budget or cut:
+            break  # a procedure cut short is all the answer needs
     if not chosen:
         return Choice(_truncate(whole, budget), how="cut")
+    lead = None
+    if procedure:
+        lead = next((i for i in order if i in chosen and bs[i].steps), None)
+    steps_lead = lead
+    if lead is None and procedure:
+        # No list: the best block first all the same (measured: facts read better in
+        # document order, answers to "how do I" with the step that scored best).
+        lead = next(i for i in order if i in chosen)
     parts: list[str] = []
+    left_out = None
     prev = -2
-    for i in sorted(chosen):
+    ordered = sorted(chosen)
+    if lead is not None:
+        # The steps first; what explains them (chosen before them in the document) after.
+        first = [j for j in ordered if j >= lead and all(k in chosen for k in range(lead, j))]
+        ordered = first + [j for j in ordered if j not in first]
+    for i in ordered:
         if prev >= 0 and i != prev + 1:
             parts.append("…")
-        parts.append(texts[i])
+        text = texts[i]
+        if i in cut:
+            text = bs[i].first(cut[i])
+            left_out = _left_out(bs, i, cut[i])
+            text += "\n\n" + rest_line(left_out, source)
+        parts.append(text)
         prev = i
-    return Choice("\n\n".join(parts).strip(), bs, contributions, scores, sorted(chosen), inherited)
+    steps_heading = bs[steps_lead].heading if steps_lead is not None else None
+    return Choice(
+        "\n\n".join(parts).strip(),
+        bs,
+        contributions,
+        scores,
+        sorted(chosen),
+        inherited,
+        left_out=left_out,
+        steps_heading=steps_heading,
+    )
+
+
+_NUMBERED_ITEM = re.compile(r"^[ \t]*\d+[.)][ \t]+", re.MULTILINE)
+
+
+def group_steps(bs: list[Block]) -> list[Block]:
+    """Join each numbered list of two or more steps into one block, with the commands and
+    indented text between its items: a runbook's procedure is one unit to quote."""
+    out: list[Block] = []
+    i = 0
+    while i < len(bs):
+        b = bs[i]
+        if not _starts_step(b.text):
+            out.append(b)
+            i += 1
+            continue
+        j = i + 1
+        while j < len(bs) and bs[j].heading == b.heading:
+            t = bs[j].text
+            if _starts_step(t) or _is_code(t) or t[:1] in (" ", "\t") or _NUMBERED_ITEM.match(t):
+                j += 1
+            else:
+                break
+        while j > i + 1 and not _starts_step(bs[j - 1].text) and not _is_code(bs[j - 1].text):
+            j -= 1
+        steps = _split_steps([x.text for x in bs[i:j]])
+        if len(steps) < 2:
+            out.append(b)
+            i += 1
+            continue
+        # The paragraph that introduces the list is scored and quoted with it.
+        intro = ""
+        if out and _is_intro(out[-1], b):
+            intro = out.pop().text
+        text = "\n\n".join([intro] * bool(intro) + [x.text for x in bs[i:j]])
+        out.append(Block(text, b.rank, b.heading, steps, intro))
+        i = j
+    return out
+
+
+def _is_intro(before: Block, first: Block) -> bool:
+    """Whether ``before`` is a short paragraph introducing the list that starts at
+    ``first``, under the same heading."""
+    t = before.text
+    return (
+        before.heading == first.heading
+        and not before.steps
+        and not _is_code(t)
+        and not _is_heading(t)
+        and not _is_item(t.lstrip().split("\n", 1)[0])
+        and len(t) <= INTRO_CHARS
+    )
+
+
+# The longest paragraph read as the introduction of the list after it.
+INTRO_CHARS = 300
+
+
+def _starts_step(text: str) -> bool:
+    """A block that starts a list's item at the top level (a nested list, indented under
+    an item, belongs to that item)."""
+    m = _NUMBERED_ITEM.match(text)
+    return bool(m) and len(text) - len(text.lstrip()) < 4
+
+
+def _split_steps(parts: list[str]) -> tuple[str, ...]:
+    """The steps of a list's blocks: each numbered item at the list's indentation, with
+    everything up to the next one."""
+    base = len(parts[0]) - len(parts[0].lstrip())
+    steps: list[list[str]] = []
+    for part in parts:
+        lines: list[str] = []
+        for line in part.split("\n"):
+            m = _NUMBERED_ITEM.match(line)
+            indent = len(line) - len(line.lstrip())
+            if m and indent <= base and not (lines and _open_fence(lines)):
+                if lines:
+                    _append(steps, lines)
+                lines = [line]
+                steps.append([])
+            else:
+                lines.append(line)
+        _append(steps, lines)
+    return tuple(t for t in ("\n".join(s).strip("\n") for s in steps) if t.strip())
+
+
+def _append(steps: list[list[str]], lines: list[str]) -> None:
+    if not steps:
+        steps.append([])
+    if steps[-1]:
+        steps[-1].append("")
+    steps[-1].extend(lines)
+
+
+def _open_fence(lines: list[str]) -> bool:
+    return sum(1 for ln in lines if ln.lstrip().startswith(("```", "~~~"))) % 2 == 1
+
+
+def _steps_within(steps: Sequence[str], room: float) -> int:
+    """How many leading steps fit in ``room`` characters (at least one)."""
+    used, n = 0, 0
+    for step in steps:
+        used += len(step) + 2
+        if n and used > room:
+            break
+        n += 1
+    return n
+
+
+# A label a paragraph after a list often starts with ("**Rollback:** if ..."), named when
+# the list is cut before it.
+_LABEL = re.compile(r"^\*\*([^*\n]{2,40}?):?\*\*")
+
+
+def rest_line(left_out: str, n: int) -> str:
+    """The line after a procedure cut short: "Steps 6–7 and the rollback are in [1]."."""
+    one = left_out.startswith("Step ") and " and " not in left_out
+    return f"{left_out} {'is' if one else 'are'} in [{n}]."
+
+
+def _left_out(bs: list[Block], i: int, kept: int) -> str:
+    """What a cut list leaves to its source: "Steps 6–7 and the rollback"."""
+    # Counted, not read: Markdown shows "1. 1. 1." as 1, 2, 3, and so do the chats.
+    first, last = kept + 1, len(bs[i].steps)
+    what = f"Step {first}" if first == last else f"Steps {first}–{last}"
+    after = bs[i + 1] if i + 1 < len(bs) else None
+    label = _LABEL.match(after.text.strip()) if after and after.heading == bs[i].heading else None
+    if label:
+        return f"{what} and the {label.group(1).strip().lower()}"
+    return what
 
 
 def tidy_headings(passage: str, heading_path: Iterable[str]) -> str:

@@ -11,15 +11,16 @@ import time
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
-from bot.answer import answer_type, events
+from bot.answer import answer_type, events, procedures
 from bot.answer.passages import blocks, choose, idf_from, select_from_sections, tidy_headings
 from bot.answer.request_ids import new_query_id
 from bot.answer.retrieval import Retriever, visible_to
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester
 from config.models import AnsweringConfig
 from db import Database
-from db.models import QueryRecord, utcnow
-from indexer.chunking import Chunk
+from db.models import IndexedDocument, QueryRecord, utcnow
+from indexer.chunking import Chunk, chunk_id, join_chunks
+from indexer.chunking import sections as sections_of
 from indexer.store import ScoredChunk, StoreError
 from indexer.text import identifiers, search_terms, stem
 
@@ -181,17 +182,27 @@ class AnsweringService:
         parts = []
         explained = []
         quoted: set[str] = set()  # near-copies of one runbook are not quoted twice
+        steps = procedures.asks_for_steps(question)
         for i, h in enumerate(chosen, 1):
             own = docs[_doc(h.chunk)]
+            paths = {p for c in own for p in c.heading_path}
+            sections = _sections(own)
+            if steps and i == 1:
+                # The steps may lie in a section that was not retrieved: read it whole.
+                sections = _whole_sections(self.document(h.chunk), own)
             budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
-            choice = choose(_sections(own), question, budget, idf, kind, quoted)
+            choice = choose(
+                sections, question, budget, idf, kind, quoted, procedure=steps and i == 1, source=i
+            )
             passage = choice.text
             explained.append({"n": i, "how": choice.how, "blocks": choice.explain()})
             quoted.update(blocks(passage))
             label = h.chunk.heading if len(own) == 1 else h.chunk.title
-            paths = {p for c in own for p in c.heading_path}
-            lead = "From" if i == 1 else "Also see"
-            parts.append(f"{lead} **{label}** [{i}]:\n\n{tidy_headings(passage, paths)}")
+            if choice.steps_heading is not None:
+                head = procedures.preface(choice.steps_heading, h.chunk.title, i)
+            else:
+                head = f"{'From' if i == 1 else 'Also see'} **{label}** [{i}]:"
+            parts.append(f"{head}\n\n{tidy_headings(passage, paths)}")
         cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
         context = _context(question, context, docs, chosen, ranked, idf, kind)
         return Answer(
@@ -204,6 +215,24 @@ class AnsweringService:
             context=context,
             passages=explained,
         )
+
+    def document(self, chunk: Chunk) -> list[Chunk]:
+        """Every chunk of ``chunk``'s document, in order, read from the index by the ids
+        the last sync gave it; only ``chunk`` when the document is not known to the
+        database (a restored one) or the index cannot be read."""
+        try:
+            with self.db.session() as s:
+                row = s.get(IndexedDocument, (chunk.connector, chunk.doc_id))
+                count = row.chunk_count if row is not None else 0
+            store = self.retriever.store()
+            if not count or store is None:
+                return [chunk]
+            ids = [chunk_id(chunk.connector, chunk.doc_id, i) for i in range(count)]
+            got = store.chunks(ids)
+        except Exception as e:  # the database or the index: quote what was retrieved
+            log.warning("cannot read %s whole: %s", chunk.doc_id, e)
+            return [chunk]
+        return sorted(got, key=lambda c: c.index) or [chunk]
 
     def _log(self, answer: Answer, requester: Requester) -> None:
         record = QueryRecord(
@@ -279,6 +308,22 @@ def _sections(own: list[Chunk]) -> list[tuple[str, int, str]]:
     often spreads its answer over several sections (diagnosis, then mitigation)."""
     ranked = sorted(enumerate(own), key=lambda rc: rc[1].index)
     return [(c.text, rank, _last_heading(c)) for rank, c in ranked]
+
+
+def _whole_sections(whole: list[Chunk], own: list[Chunk]) -> list[tuple[str, int, str]]:
+    """A document read whole, as passage-choice sections: its text rebuilt from every chunk
+    and cut at headings, each section ranked by the best retrieved chunk under its heading
+    (sections no retrieved chunk covers rank after all that one does)."""
+    if len(whole) <= len(own):
+        return _sections(own)
+    rank = {}
+    for r, c in enumerate(own):
+        rank.setdefault(c.heading_path[-1], r)
+    out = []
+    for sec in sections_of(join_chunks(c.text for c in whole), whole[0].title):
+        heading = sec.path[-1] if len(sec.path) > 1 else ""
+        out.append((sec.text, rank.get(sec.path[-1], len(own)), heading))
+    return out
 
 
 def _last_heading(chunk: Chunk) -> str:

@@ -117,7 +117,7 @@ def assert_extractive_fallback(answer: Answer, row: QueryRecord, reason: str) ->
     """The user sees the extractive answer with its citations; the log says why."""
     assert answer.mode == "extractive"
     assert answer.fallback_reason == reason
-    assert answer.text.startswith("From **")
+    assert "** [1]:" in answer.text.split("\n", 1)[0]  # "From **Title** [1]:" or "Steps, from ..."
     assert answer.citations[0].path == ROTATE_DOC
     assert answer.as_json()["generated"] is False
     assert answer.as_json()["fallback_reason"] == reason

@@ -84,3 +84,78 @@ def test_the_same_question_gives_the_same_choice() -> None:
 def test_a_short_document_is_quoted_whole_without_scoring() -> None:
     c = choose([("Just one line.", 0)], "anything", budget=500)
     assert c.text == "Just one line." and c.explain() == []
+
+
+STARTUP = "and must match. "
+PROCEDURE = [
+    (
+        "## Meaning\n\nThe signing key expires every year and must be rotated in time.\n\n"
+        "## Rotation\n\nTo rotate the signing key:\n\n"
+        "1. Create the key:\n\n   ```\nkeyctl create signing\n   ```\n\n"
+        "2. Store the signing key in the vault.\n\n"
+        "3. Restart the signer:\n\n   ```\nkubectl rollout restart deploy/signer\n   ```\n\n"
+        "4. Check the signer logs for the new key id, which is printed at startup "
+        + STARTUP
+        * 100
+        + "\n\n5. Revoke the old signing key.\n\n"
+        "**Rollback:** put the old key back.",
+        0,
+        "Meaning",
+    ),
+]
+
+
+def test_a_procedure_is_quoted_whole_from_its_first_step_with_its_introduction() -> None:
+    short = [(PROCEDURE[0][0].replace(STARTUP * 100, STARTUP), 0, "")]
+    c = choose(short, "how do I rotate the signing key", budget=2000, procedure=True)
+    assert c.steps_heading == "Rotation"
+    # The list first, introduced, each step with its command, in order, no "…" inside.
+    assert c.text.startswith("To rotate the signing key:\n\n1. Create the key:")
+    at = [c.text.index(s) for s in ("1. Create", "keyctl create", "3. Restart", "5. Revoke")]
+    assert at == sorted(at) and "…" not in c.text[: at[-1]]
+    assert c.left_out is None
+
+
+def test_a_long_procedure_is_cut_between_steps_and_says_what_is_left() -> None:
+    c = choose(PROCEDURE, "how do I rotate the signing key", budget=150, procedure=True, source=2)
+    assert "3. Restart the signer" in c.text and "kubectl rollout restart" in c.text
+    assert "5. Revoke" not in c.text and "4. Check" not in c.text
+    assert c.left_out == "Steps 4–5 and the rollback"
+    assert "Steps 4–5 and the rollback are in [2]." in c.text
+
+
+def test_without_procedure_a_list_is_chosen_block_by_block_as_before() -> None:
+    c = choose(PROCEDURE, "how do I rotate the signing key", budget=150)
+    assert c.steps_heading is None and c.left_out is None
+
+
+@pytest.mark.parametrize(
+    ("question", "steps"),
+    [
+        ("How do I rotate the payments API key?", True),
+        ("what are the steps to fail over the CDN", True),
+        ("KubeProxyDown on EKS, known fix?", True),
+        ("what am I supposed to check first?", True),
+        ("how long are pages cached for?", False),
+        ("the content team published a fix; how long until it shows?", False),
+        ("which channel do we use for incidents?", False),
+    ],
+)
+def test_which_questions_ask_for_steps(question: str, steps: bool) -> None:
+    from bot.answer.procedures import asks_for_steps
+
+    assert asks_for_steps(question) is steps
+
+
+def test_the_line_before_a_procedure_names_it() -> None:
+    from bot.answer.procedures import preface
+
+    assert (
+        preface("Mitigation", "Rotating keys", 1) == "Mitigation steps, from **Rotating keys** [1]:"
+    )
+    assert preface("How to purge", "Cache", 2) == "How to purge, from **Cache** [2]:"
+    assert preface("", "Cache", 1) == "Steps from **Cache** [1]:"
+    long = "2. Update the token in the secrets of the app"
+    assert preface(long, "Tokens", 1) == (
+        "Steps from **Tokens › Update the token in the secrets of the app** [1]:"
+    )

@@ -161,3 +161,39 @@ def test_a_runbook_written_for_github_reads_cleanly_in_the_web_chat(
         expect(answer.get_by_role("link", name="key console")).to_have_attribute(
             "href", "https://keys.example.test/console"
         )
+
+
+def test_the_sample_rotation_question_shows_its_steps_in_the_web_chat(
+    tmp_path: Path, runtime_factory: Any, page: Any
+) -> None:
+    """The bundled sample knowledge, as `make run` serves it: "How do I rotate the payments
+    API key?" shows steps 1-5 numbered, each command as code, in order."""
+    from playwright.sync_api import expect
+
+    from tests.bot.chat.test_rendering import ROTATE_QUESTION, ROTATE_STEPS, SAMPLE
+
+    sample = {"name": "knowledge", "type": "filesystem", "path": str(SAMPLE)}
+    rt = runtime_factory(make_config(tmp_path, [sample]))
+    assert rt.indexer.sync()[0].ok
+
+    with serve(create_app(rt)) as url:
+        page.goto(url)
+        page.get_by_label("Question").fill(ROTATE_QUESTION)
+        page.get_by_label("Question").press("Enter")
+        answer = page.locator(".msg.bot").last
+        expect(answer.locator(".vote")).to_be_visible()
+
+        # A command between two steps ends the list; the next one goes on at its number.
+        lists = answer.locator("ol").evaluate_all(
+            "ls => ls.map(l => [l.start, l.querySelector('li').innerText])"
+        )
+        at = []
+        for n, (start, _) in enumerate(ROTATE_STEPS, 1):
+            words = start.split(". ", 1)[1]
+            at.append(next(i for i, (s, t) in enumerate(lists) if s == n and words in t))
+        assert at == sorted(at), lists
+        commands = [c for _, c in ROTATE_STEPS if c]
+        code = answer.locator("pre code").all_inner_texts()
+        found = [next(i for i, t in enumerate(code) if c in t) for c in commands]
+        assert found == sorted(found), code
+        expect(answer).to_contain_text("Step 7 and the rollback are in [1].")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,3 +98,72 @@ def test_teams_shows_numbered_steps_code_and_links(answer: Answer) -> None:
     assert re.search(r"^2\. Store it: run `vault kv put", prose, re.M)
     assert code == ["kubectl rollout restart deploy/webhook-sender"]
     assert "[delivery dashboard](https://git.example.test/dashboards/webhooks)" in prose
+
+
+# The bundled sample knowledge (knowledge/), as `make run` serves it.
+SAMPLE = Path(__file__).resolve().parents[3] / "knowledge"
+ROTATE_QUESTION = "How do I rotate the payments API key?"
+# Steps 1-5 of its "Mitigation" list, each with its command, in this order.
+ROTATE_STEPS = (
+    ("1. In the PayFlux dashboard", None),
+    ("2. Write the new key to Vault", "vault kv put secret/payments/payflux/api-key"),
+    ("3. Force External Secrets to sync", "annotate externalsecret payflux-credentials"),
+    ("4. Restart the gateway", "rollout restart deployment/payments-gateway"),
+    ("5. Verify", "curl -s localhost:8080/healthz/provider"),
+)
+
+
+@pytest.fixture(scope="module")
+def rotation(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Answer:
+    from bot.runtime import Runtime
+
+    tmp = tmp_path_factory.mktemp("sample")
+    sample = {"name": "knowledge", "type": "filesystem", "path": str(SAMPLE)}
+    rt = Runtime(make_config(tmp, [sample]))
+    try:
+        assert rt.indexer.sync()[0].ok
+        reply = rt.answering.ask(ROTATE_QUESTION, Requester(platform="test"))
+    finally:
+        rt.close()
+    assert not reply.abstained
+    assert reply.citations[0].path == "runbooks/rotate-payments-api-key.md"
+    return reply
+
+
+def _in_order(text: str, needles: list[str]) -> bool:
+    at = [text.find(n) for n in needles]
+    return -1 not in at and at == sorted(at)
+
+
+def _steps_in_order(text: str) -> None:
+    needles = [n for step in ROTATE_STEPS for n in step if n]
+    assert _in_order(text, needles), text
+    assert "…" not in text[text.index("1. In the PayFlux") : text.index("5. Verify")]
+
+
+def test_the_rotation_question_is_answered_with_its_steps(rotation: Answer) -> None:
+    text = rotation.text
+    first = text.split("\n", 1)[0]
+    assert first == "Mitigation steps, from **Rotating the payments API key** [1]:"
+    assert "The rotation steps:" in text  # the line that introduces them comes along
+    _steps_in_order(text)
+    # Cut between steps, and the rest named.
+    assert "Step 7 and the rollback are in [1]." in text
+    assert "7. Record the rotation" not in text
+
+
+def test_slack_shows_the_rotation_steps_with_their_commands(rotation: Answer) -> None:
+    text = _mrkdwn(rotation)
+    _steps_in_order(text)
+    assert (
+        "```\nvault kv put secret/payments/payflux/api-key value=- key_id=pk_id_XXXX\n```" in text
+    )
+
+
+def test_teams_shows_the_rotation_steps_with_their_commands(rotation: Answer) -> None:
+    blocks = answer_card(rotation)["body"]
+    flat = "\n".join(b.get("text", "") for b in blocks)
+    _steps_in_order(flat)
+    code = [b["text"] for b in blocks if b.get("fontType") == "Monospace"]
+    assert code[0].startswith("vault kv put secret/payments/payflux/api-key")
+    assert any("rollout restart deployment/payments-gateway" in c for c in code)
