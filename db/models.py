@@ -121,6 +121,16 @@ class QueryRecord(Base):
     # Why each cited source was quoted as it was (extractive answers; None before 0006):
     # [{"n", "blocks": [{"block", "score", "shares": {feature: share}, "inherited"}]}]
     passages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Follow-ups (None before 0007, and for a question on its own): the conversation the
+    # question was asked in (a Slack thread, a Teams reply chain, a web chat conversation),
+    # the thread's earlier query this one follows, what was searched for it in its
+    # conversation's context, and why a model's condensed question was not used.
+    thread_key: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    # Not a foreign key: the earlier query may be deleted (or lost in a restore) and its
+    # follow-ups must stay; the trace says when it is gone.
+    follows: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    standalone_question: Mapped[str | None] = mapped_column(Text, nullable=True)
+    condense_fallback: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Feedback(Base):

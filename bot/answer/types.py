@@ -31,6 +31,10 @@ class Requester:
     channel: str | None = None
     user: str | None = None
     audiences: frozenset[str] = frozenset({PUBLIC})
+    # The conversation the question was asked in, as its platform names it (a Slack
+    # thread, a Teams reply chain or 1:1 chat, a web chat conversation): the earlier
+    # questions answered in it are the question's context. None: a question on its own.
+    thread: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,21 @@ class Usage:
         }
 
 
+def add_usage(a: Usage | None, b: Usage) -> Usage:
+    """Two model calls' usage as one (a follow-up's condensing and its answer): tokens add
+    up, and the cost is unknown when either call's is."""
+    if a is None:
+        return b
+    cost = None if a.cost_usd is None or b.cost_usd is None else a.cost_usd + b.cost_usd
+    return Usage(
+        a.model,
+        a.input_tokens + b.input_tokens,
+        a.output_tokens + b.output_tokens,
+        a.cached_tokens + b.cached_tokens,
+        cost,
+    )
+
+
 @dataclass
 class Answer:
     query_id: str
@@ -98,6 +117,12 @@ class Answer:
     cache_hit: bool = False
     # Why each cited source was quoted as it was: [{"n", "blocks": Choice.explain()}].
     passages: list[dict[str, Any]] = field(default_factory=list)
+    # A follow-up: the earlier query of its thread it follows, the stand-alone question
+    # searched for it (condensed by the model, or the follow-up with the thread's earlier
+    # question), and why a model's condensed question was not used (a short code).
+    follows: str | None = None
+    standalone_question: str | None = None
+    condense_fallback: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -114,4 +139,5 @@ class Answer:
             "generated": self.mode == "generated",
             "fallback_reason": self.fallback_reason,
             "usage": self.usage.as_json() if self.usage else None,
+            "follows": self.follows,
         }

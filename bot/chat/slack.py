@@ -1,4 +1,5 @@
-"""Slack: answers @-mentions and DMs in their thread, with cited sources and 👍/👎.
+"""Slack: answers @-mentions and DMs in their thread, with cited sources and 👍/👎, and
+the follow-ups in a thread kbot has answered in without a new mention.
 
 A thin adapter over slack-bolt's ``AsyncApp``: it turns a Slack event into
 ``runtime.answering.ask()`` and renders the ``Answer`` as Block Kit (``bot.chat.slack_blocks``).
@@ -208,14 +209,38 @@ class SlackAdapter:
         self._spawn(self._answer(body, event, context.bot_user_id, dm=False))
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
-        if event.get("channel_type") != "im":
-            return  # channel messages come as app_mention; the app does not read the rest
         if event.get("subtype") not in QUESTION_SUBTYPES or event.get("bot_id"):
             # An edit is not answered again (the original was answered); other bots are
             # never answered, so two bots cannot talk to each other forever.
-            log.debug("Slack DM %s ignored (subtype %s)", event.get("ts"), event.get("subtype"))
+            log.debug(
+                "Slack message %s ignored (subtype %s)", event.get("ts"), event.get("subtype")
+            )
             return
-        self._spawn(self._answer(body, event, context.bot_user_id, dm=True))
+        if event.get("channel_type") == "im":
+            self._spawn(self._answer(body, event, context.bot_user_id, dm=True))
+        elif event.get("thread_ts") and event.get("thread_ts") != event.get("ts"):
+            # A reply in a channel thread: a follow-up if kbot has answered in that thread.
+            self._spawn(self._follow_up(body, event, context.bot_user_id))
+        # Any other channel message is not addressed to kbot; a mention of it comes as
+        # app_mention too, and is answered from there.
+
+    async def _follow_up(
+        self, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None
+    ) -> None:
+        """Answer a channel thread reply when kbot has answered in that thread (the query
+        log says so, also after a restart); ignore it otherwise. A reply that also
+        mentions kbot arrives as app_mention as well: the delivery claim in ``_answer``
+        (one per message) lets only one of the two answer it."""
+        thread = thread_id(body, event)
+        try:
+            known = await asyncio.to_thread(self.runtime.answering.answered_in, PLATFORM, thread)
+        except Exception:
+            log.exception("Slack: cannot tell whether kbot answered in thread %s", thread)
+            return
+        if not known:
+            log.debug("Slack reply %s in thread %s is not kbot's; ignored", event.get("ts"), thread)
+            return
+        await self._answer(body, event, bot_user_id, dm=False)
 
     def audiences(self, channel: str, dm: bool) -> frozenset[str]:
         """The audiences a Slack conversation may read (``public`` is added by retrieval)."""
@@ -235,7 +260,9 @@ class SlackAdapter:
                 return
             thread_ts = event.get("thread_ts") or ts
             await self._call("reactions.add", channel=channel, timestamp=ts, name=WORKING_REACTION)
-            requester = Requester(PLATFORM, channel, user, self.audiences(channel, dm))
+            requester = Requester(
+                PLATFORM, channel, user, self.audiences(channel, dm), thread_id(body, event)
+            )
             question = question_text(event.get("text") or "", bot_user_id)
             try:
                 answer = await asyncio.to_thread(self.runtime.answering.ask, question, requester)
@@ -342,6 +369,13 @@ class SlackAdapter:
         await ack()
         ids = [a.get("action_id") for a in body.get("actions", [])]
         log.warning("Slack action %s is not one of kbot's; ignored", ids)
+
+
+def thread_id(body: dict[str, Any], event: dict[str, Any]) -> str:
+    """The Slack thread a message belongs to, "<team>:<channel>:<thread ts>": a message
+    that is not a reply starts the thread kbot answers it in (its own ts)."""
+    thread_ts = event.get("thread_ts") or event.get("ts", "")
+    return f"{body.get('team_id', '')}:{event.get('channel', '')}:{thread_ts}"
 
 
 def _id(body: dict[str, Any]) -> str:

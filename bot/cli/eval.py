@@ -51,6 +51,12 @@ from config import load_config
     help="Evaluate the config without its llm: (the extractive answerer), e.g. to --compare "
     "it with the same config's model on quality, latency and cost.",
 )
+@click.option(
+    "--no-threads",
+    is_flag=True,
+    help="Ask every question on its own, follow-ups too, to measure what their thread's "
+    "context is worth.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the measures as JSON.")
 @click.pass_obj
 def eval_command(
@@ -60,6 +66,7 @@ def eval_command(
     compare_path: Path | None,
     report_path: Path | None,
     extractive: bool,
+    no_threads: bool,
     as_json: bool,
 ) -> None:
     """Measure retrieval and answer quality on a file of questions with known answers."""
@@ -86,13 +93,23 @@ def eval_command(
     bar = functools.partial(tqdm, unit="q", file=sys.stderr, disable=None, leave=False)
     try:
         questions = load_questions(questions_path)
-        runs = [(state.config.source, run(state.runtime(), bar(questions, desc="eval base")))]
+        runs = [
+            (
+                state.config.source,
+                run(state.runtime(), bar(questions, desc="eval base"), not no_threads),
+            )
+        ]
         llm = [state.config.llm is not None]
         if compare_path is not None:
             other = Runtime(load_config(compare_path))
             llm.append(other.config.llm is not None)
             try:
-                runs.append((other.config.source, run(other, bar(questions, desc="eval other"))))
+                runs.append(
+                    (
+                        other.config.source,
+                        run(other, bar(questions, desc="eval other"), not no_threads),
+                    )
+                )
             finally:
                 other.close()
     except EvalError as e:

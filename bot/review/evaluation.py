@@ -12,8 +12,9 @@ import html
 import json
 import math
 import re
+import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
     from bot.runtime import Runtime
     from indexer.store import VectorStore
 
-KINDS = ("lookup", "procedure", "paraphrase", "multi-doc", "unanswerable")
+KINDS = ("lookup", "procedure", "paraphrase", "multi-doc", "unanswerable", "follow-up")
+# A follow-up names the question it follows ("follow_up_of") and is asked in its thread.
+FOLLOW_UP = "follow-up"
 SHARES = (
     "hit@5",
     "recall@5",
@@ -74,6 +77,7 @@ class Question:
     answer_keywords: tuple[str, ...]
     kind: str
     line: int = 0
+    follow_up_of: str | None = None  # the id of the earlier question it follows
 
     @property
     def answerable(self) -> bool:
@@ -104,6 +108,11 @@ def parse_questions(lines: Iterable[str], source: str = "<questions>") -> list[Q
         q = _question(data, where, n)
         if q.id in seen:
             raise EvalError(f"{where}: id {q.id!r} was already used on line {seen[q.id]}")
+        if q.follow_up_of is not None and q.follow_up_of not in seen:
+            raise EvalError(
+                f"{where}: follow_up_of {q.follow_up_of!r} is not the id of an earlier "
+                "question in the file (a follow-up comes after the question it follows)"
+            )
         seen[q.id] = n
         questions.append(q)
     if not questions:
@@ -137,6 +146,14 @@ def _question(data: Any, where: str, line: int) -> Question:
             f"{where}: a {kind} question needs at least one 'relevant' document "
             "(or kind 'unanswerable')"
         )
+    follow_up_of = data.get("follow_up_of")
+    if follow_up_of is not None and (not isinstance(follow_up_of, str) or not follow_up_of):
+        raise EvalError(f"{where}: 'follow_up_of' must be the id of an earlier question")
+    if (kind == FOLLOW_UP) != (follow_up_of is not None):
+        raise EvalError(
+            f"{where}: a {FOLLOW_UP} question needs 'follow_up_of', and only a {FOLLOW_UP} "
+            "question may have one"
+        )
     return Question(
         id=data["id"],
         question=data["question"],
@@ -144,6 +161,7 @@ def _question(data: Any, where: str, line: int) -> Question:
         answer_keywords=tuple(data["answer_keywords"]),
         kind=kind,
         line=line,
+        follow_up_of=follow_up_of,
     )
 
 
@@ -451,6 +469,7 @@ class Outcome:
         return {
             "id": q.id,
             "kind": q.kind,
+            **({"follow_up_of": q.follow_up_of} if q.follow_up_of else {}),
             "question": q.question,
             "verdict": self.verdict,
             "relevant": list(q.relevant),
@@ -495,23 +514,35 @@ class Outcome:
 
 def evaluate(
     questions: Iterable[Question],
-    answer: Callable[[str], Answer],
+    answer: Callable[[str, str | None], Answer],
     steps: Callable[[Question], Sequence[StepList]] | None = None,
+    threads: bool = True,
 ) -> list[Outcome]:
-    """Ask every question through ``answer`` and judge each reply. ``steps`` gives a
-    question's relevant numbered lists (``StepLists``); without it procedure_steps is None."""
+    """Ask every question through ``answer(question, thread)`` and judge each reply.
+
+    Each question starts a thread of its own (its id, under a prefix new to this run, so
+    runs never share threads), and a follow-up is asked in the thread of the question it
+    follows. Without ``threads`` every question is asked on its own (thread None): what
+    the follow-ups score then is what their thread's context is worth. ``steps`` gives a
+    question's relevant numbered lists (``StepLists``); without it procedure_steps is None.
+    """
+    run_id = uuid.uuid4().hex[:12]
+    thread_of: dict[str, str] = {}
     outcomes = []
     for q in questions:
+        thread = thread_of.get(q.follow_up_of or "", f"eval-{run_id}:{q.id}")
+        thread_of[q.id] = thread
         try:
-            reply = answer(q.question)
+            reply = answer(q.question, thread if threads else None)
         except QuestionError as e:
             raise EvalError(f"question {q.id!r} (line {q.line}) cannot be asked: {e}") from None
         outcomes.append(Outcome.judge(q, reply, steps(q) if steps else ()))
     return outcomes
 
 
-def run(runtime: Runtime, questions: Iterable[Question]) -> list[Outcome]:
-    """Evaluate ``questions`` against a runtime's index, through its answering service."""
+def run(runtime: Runtime, questions: Iterable[Question], threads: bool = True) -> list[Outcome]:
+    """Evaluate ``questions`` against a runtime's index, through its answering service;
+    follow-ups in their threads unless ``threads`` is False (see ``evaluate``)."""
     if runtime.store.count() == 0:
         # Otherwise every question "abstains" and the numbers look like a retrieval failure.
         raise EvalError(
@@ -521,7 +552,12 @@ def run(runtime: Runtime, questions: Iterable[Question]) -> list[Outcome]:
     service = runtime.answering
     # The labeled set is about the whole index, so eval reads as every audience.
     requester = Requester(platform="eval", audiences=runtime.all_audiences)
-    return evaluate(questions, lambda q: service.ask(q, requester), StepLists(runtime.store))
+    return evaluate(
+        questions,
+        lambda q, thread: service.ask(q, replace(requester, thread=thread)),
+        StepLists(runtime.store),
+        threads,
+    )
 
 
 def summarize(outcomes: list[Outcome], llm: bool = False) -> dict[str, Any]:

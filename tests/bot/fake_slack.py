@@ -345,6 +345,37 @@ def mention(text: str, channel: str, *, user: str = "U0ALICE", ts: str | None = 
     }
 
 
+def channel_message(
+    text: str,
+    channel: str,
+    *,
+    thread_ts: str | None = None,
+    user: str = "U0ALICE",
+    ts: str | None = None,
+    channel_type: str = "channel",
+    **extra: Any,
+) -> dict:
+    """A ``message.channels`` event (``message.groups`` with ``channel_type="group"``): a
+    reply in thread ``thread_ts``, or a top-level post without it. A message that
+    mentions the bot (``<@UKBOTBOT>`` in ``text``) comes as ``app_mention`` too."""
+    ts = ts or new_ts()
+    event = {
+        "type": "message",
+        "channel_type": channel_type,
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "team": TEAM,
+        **extra,
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+        event["parent_user_id"] = user
+    return event
+
+
 def direct_message(text: str, channel: str, *, user: str = "U0ALICE", **extra: Any) -> dict:
     """A ``message.im`` event."""
     ts = new_ts()

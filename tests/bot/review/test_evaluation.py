@@ -98,7 +98,7 @@ def q(
 
 def run(pairs: list[tuple[Question, Answer]]) -> dict[str, Any]:
     replies = {qu.question: a for qu, a in pairs}
-    return summarize(evaluate([qu for qu, _ in pairs], replies.__getitem__))
+    return summarize(evaluate([qu for qu, _ in pairs], lambda text, _thread: replies[text]))
 
 
 def test_ranking_measures_count_distinct_documents():
@@ -241,7 +241,7 @@ def test_report_verdicts():
         (q("wrong", [], "unanswerable"), answer(["a"])),
     ]
     replies = {qu.question: a for qu, a in pairs}
-    outcomes = evaluate([qu for qu, _ in pairs], replies.__getitem__)
+    outcomes = evaluate([qu for qu, _ in pairs], lambda text, _thread: replies[text])
     reports = [o.report() for o in outcomes]
     assert [r["verdict"] for r in reports] == [
         "hit",
@@ -371,7 +371,7 @@ def steps_result(pairs: list[tuple[Question, Answer]], docs: dict[str, str]) -> 
     def steps(question: Question) -> list[StepList]:
         return [s for p in question.relevant for s in numbered_lists(docs.get(p, ""))]
 
-    return evaluate([qu for qu, _ in pairs], replies.__getitem__, steps)
+    return evaluate([qu for qu, _ in pairs], lambda text, _thread: replies[text], steps)
 
 
 def procedure_score(text: str, doc: str = STEPS_DOC) -> float | None:
@@ -610,6 +610,109 @@ def test_parse_questions_says_which_line_is_wrong(row, message):
         parse_questions(lines(GOOD, row), "q.jsonl")
     assert message in str(e.value)
     assert "line 2" in str(e.value)
+
+
+FIRST = {**GOOD, "id": "first"}
+FOLLOW = {
+    **GOOD,
+    "id": "then",
+    "question": "and what if that does not work?",
+    "kind": "follow-up",
+    "follow_up_of": "first",
+}
+
+
+def test_a_follow_up_names_the_earlier_question_it_follows():
+    chain = {**FOLLOW, "id": "after", "follow_up_of": "then"}
+    got = parse_questions(lines(FIRST, FOLLOW, chain), "q.jsonl")
+    assert [(x.id, x.kind, x.follow_up_of) for x in got] == [
+        ("first", "lookup", None),
+        ("then", "follow-up", "first"),
+        ("after", "follow-up", "then"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [FIRST, {**FOLLOW, "follow_up_of": "nope"}],
+            "q.jsonl, line 2: follow_up_of 'nope' is not the id of an earlier question",
+        ),
+        (
+            [{**FOLLOW, "follow_up_of": "first"}, FIRST],
+            "q.jsonl, line 1: follow_up_of 'first' is not the id of an earlier question",
+        ),
+        (
+            [FIRST, {**FOLLOW, "follow_up_of": "then"}],
+            "q.jsonl, line 2: follow_up_of 'then' is not the id of an earlier question",
+        ),
+        ([FIRST, {**FOLLOW, "follow_up_of": 3}], "line 2: 'follow_up_of' must be the id"),
+        (
+            [FIRST, {k: v for k, v in FOLLOW.items() if k != "follow_up_of"}],
+            "line 2: a follow-up question needs 'follow_up_of'",
+        ),
+        (
+            [FIRST, {**FOLLOW, "kind": "lookup"}],
+            "line 2: a follow-up question needs 'follow_up_of', and only a follow-up question",
+        ),
+    ],
+    ids=["unknown", "later", "itself", "not-a-string", "kind-without-it", "it-without-kind"],
+)
+def test_a_bad_follow_up_of_says_which_line_and_why(rows, message):
+    with pytest.raises(EvalError) as e:
+        parse_questions(lines(*rows), "q.jsonl")
+    assert message in str(e.value)
+
+
+def test_a_follow_up_is_asked_in_the_thread_of_the_question_it_follows():
+    questions = parse_questions(
+        lines(
+            FIRST,
+            {**GOOD, "id": "other"},
+            FOLLOW,
+            {**FOLLOW, "id": "after", "follow_up_of": "then", "question": "and then?"},
+        )
+    )
+    asked: list[tuple[str, str | None]] = []
+
+    def ask(text: str, thread: str | None) -> Answer:
+        asked.append((text, thread))
+        return answer(["a.md"])
+
+    outcomes = evaluate(questions, ask)
+    first, other, then, after = (thread for _, thread in asked)
+    assert first is not None and other is not None and first != other
+    assert then == first and after == first
+    # Another run starts threads of its own: it never continues this run's.
+    evaluate(questions, ask)
+    assert asked[4][1] not in (first, other)
+    assert {r["id"]: r.get("follow_up_of") for r in (o.report() for o in outcomes)} == {
+        "first": None,
+        "other": None,
+        "then": "first",
+        "after": "then",
+    }
+    result = summarize(outcomes)
+    assert result["per_kind"]["follow-up"]["n"] == 2
+    assert result["per_kind"]["lookup"]["n"] == 2
+    assert "follow-up" in format_result(result).splitlines()[0]
+
+    asked.clear()
+    evaluate(questions, ask, threads=False)
+    assert [thread for _, thread in asked] == [None] * 4
+
+
+def test_the_follow_up_dev_file_is_valid_and_names_real_documents():
+    from tests.conftest import CORPUS, REPO
+
+    questions = load_questions(REPO / "bench" / "eval" / "followups.jsonl")
+    follow_ups = [x for x in questions if x.kind == "follow-up"]
+    assert len(follow_ups) >= 10
+    assert len({x.follow_up_of for x in follow_ups}) >= 10
+    if CORPUS.is_dir():
+        missing = [p for x in questions for p in x.relevant if not (CORPUS / p).is_file()]
+        assert missing == []
 
 
 def test_empty_and_missing_files(tmp_path):
