@@ -10,8 +10,10 @@ cuts it only between steps. This module names what it quoted.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from indexer.chunking import clean_heading
+from indexer.text import search_terms, terms
 
 # "how do I / how can we / how to / steps / what should I do / known fix": the question
 # asks how to do something. Facts ("what is", "which", "how long", "how many") do not.
@@ -43,3 +45,73 @@ def preface(heading: str, title: str, n: int) -> str:
         return f"Steps from **{title} › {heading}** [{n}]:"
     what = heading if _NAMES_STEPS.search(heading) else f"{heading} steps"
     return f"{what}, from **{title}** [{n}]:"
+
+
+# A word the closest documents use this often, or in a heading, list item or command, is
+# explained there; fewer mentions, in prose only, are "in passing".
+PASSING_MENTIONS = 1
+# Question words in more than this share of the retrieved chunks name the topic they share.
+TOPIC_SHARE = 0.5
+_FENCE_LINE = re.compile(r"^\s*(```|~~~)")
+_STRUCTURE_LINE = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s)")
+
+
+def only_in_passing(
+    question: str,
+    titles: Sequence[str],
+    retrieved: Sequence[str],
+    cited: Sequence[Sequence[str]],
+) -> list[str]:
+    """What a how-to ``question`` asks about, when the ``cited`` documents (each a list of
+    chunk texts) only mention it in passing: never in a heading, list item or command, and
+    at most PASSING_MENTIONS times.
+
+    What it asks about is each of its words that the ``retrieved`` chunks use, less the
+    topic they share: words of a retrieved document's title ("Alertmanager") and words in
+    more than TOPIC_SHARE of the chunks. Empty when any of them is explained somewhere
+    (the documents answer at least part of it), and when none is used at all (a
+    paraphrase is judged by meaning, not words)."""
+    asked = {stem_of: word for word in _WORD.findall(question) for stem_of in terms(word)}
+    if not retrieved:
+        return []
+    topic = {w for t in titles for w in search_terms(t)}
+    chunk_words = [set(terms(t)) for t in retrieved]
+    share = {w: sum(w in ws for ws in chunk_words) / len(retrieved) for w in asked}
+    focus = [w for w in asked if w not in topic and 0 < share[w] <= TOPIC_SHARE]
+    counts = [_mentions(w, texts) for w in focus for texts in cited]
+    if not focus or any(explained for _, explained in counts):
+        return []
+    if not sum(n for n, _ in counts):
+        return []
+    return [asked[w] for w in focus]
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
+
+
+def _mentions(word: str, texts: Sequence[str]) -> tuple[int, bool]:
+    """How often a document's chunks use ``word`` (a stem), and whether it is explained."""
+    n = 0
+    fence = False
+    for line in "\n".join(texts).split("\n"):
+        if _FENCE_LINE.match(line):
+            fence = not fence
+            continue
+        found = terms(line).count(word)
+        if not found:
+            continue
+        if fence or _STRUCTURE_LINE.match(line):
+            return n + found, True
+        n += found
+    return n, n > PASSING_MENTIONS
+
+
+def not_covered(words: Sequence[str], titles: Sequence[str]) -> str:
+    """The honest answer to a how-to question the closest documents mention only in passing."""
+    named = ", ".join(f"*{w}*" for w in words)
+    cover = "; ".join(f"**{t}**" for t in titles)
+    return (
+        f"The closest sources mention {named} but don't explain how to do it, so I can't "
+        f"answer this from the knowledge base. They cover: {cover}. They are below in case "
+        "they help."
+    )

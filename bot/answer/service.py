@@ -225,12 +225,24 @@ class AnsweringService:
                 "They are below in case they help."
             )
             return Answer(qid, question, text, True, cites, retrieved=retrieved, context=context)
+        steps = procedures.asks_for_steps(question)
+        # A how-to question whose closest documents only mention what it asks about is not
+        # answered by them: say so, rather than quote the paragraphs around the mention.
+        passing = steps and procedures.only_in_passing(
+            question,
+            list(dict.fromkeys(h.chunk.title for h in hits)),
+            [h.chunk.text for h in hits],
+            [[c.text for c in docs[_doc(h.chunk)]] for h in chosen],
+        )
+        if passing:
+            cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
+            text = procedures.not_covered(passing, [h.chunk.title for h in chosen])
+            return Answer(qid, question, text, True, cites, retrieved=retrieved, context=context)
         idf = idf_from([h.chunk.text for h in hits])
         kind = answer_type.preferred(question)
         parts = []
         explained = []
         quoted: set[str] = set()  # near-copies of one runbook are not quoted twice
-        steps = procedures.asks_for_steps(question)
         for i, h in enumerate(chosen, 1):
             own = docs[_doc(h.chunk)]
             paths = {p for c in own for p in c.heading_path}

@@ -62,3 +62,52 @@ def test_a_known_name_that_no_document_is_about_does_not_cover_an_unknown_one(kb
     assert answer.abstained
     assert "`max_client_conn`" in answer.text
     assert "`checkout-api`" not in answer.text
+
+
+ALERTING = {
+    "alertmanager-security.md": """\
+        # Alertmanager access
+
+        Anyone who can reach the Alertmanager web endpoint can read its alerts. They can
+        create and resolve alerts, and they can create or delete silences too, so keep
+        the endpoint behind the single sign-on proxy.
+        """,
+    "alertmanager-routing.md": """\
+        # Alertmanager routing
+
+        Alertmanager groups alerts by cluster and alert name, then routes each group to
+        a receiver: the paging receiver for critical alerts, the chat receiver for the
+        rest. Inhibition rules mute warning alerts while a critical alert of the same
+        cluster is firing.
+        """,
+}
+
+
+@pytest.fixture
+def alerting(tmp_path, runtime_factory):
+    return synced_runtime(runtime_factory, tmp_path, ALERTING)
+
+
+def test_a_how_to_whose_documents_only_mention_it_in_passing_says_so(alerting):
+    answer = alerting.answering.ask("How do I silence an alert in Alertmanager?")
+    assert answer.abstained
+    assert answer.text.startswith("The closest sources mention *silence* but don't explain")
+    # What they do cover is named, and they are offered as the closest sources, unquoted.
+    assert "**Alertmanager access**" in answer.text
+    assert "single sign-on proxy" not in answer.text
+    assert "alertmanager-security.md" in [c.path for c in answer.citations]
+
+
+def test_a_how_to_that_a_document_explains_is_answered(tmp_path, runtime_factory):
+    docs = dict(ALERTING)
+    docs["silences.md"] = """\
+        # Silencing alerts
+
+        1. Open the Alertmanager web page and choose **New silence**.
+        2. Add a matcher for the alert name, set how long the silence lasts, and save.
+        """
+    rt = synced_runtime(runtime_factory, tmp_path, docs)
+    answer = rt.answering.ask("How do I silence an alert in Alertmanager?")
+    assert not answer.abstained, answer.text
+    assert answer.citations[0].path == "silences.md"
+    assert "New silence" in answer.text
