@@ -75,6 +75,11 @@ conversation spells them; resolve "it", "that", "this" and the like to what they
 # with the thread's earlier question instead.
 MAX_CONDENSED_CHARS = 600
 # Markers like [1], [2, 3] or [1,2], with the space before them.
+# What the user reads when the model says the sources do not answer the question.
+CANNOT_ANSWER_TEXT = (
+    "The closest sources I found don't answer this, so I can't answer it from the "
+    "knowledge base. They cover: {titles}. They are below in case they help."
+)
 _MARKER = re.compile(r"(\s*)\[(\d+(?:\s*,\s*\d+)*)\]")
 _TRUNCATED = {"length", "max_tokens"}
 CACHE_ENTRIES = 512
@@ -390,6 +395,12 @@ class Generator:
         if isinstance(outcome, str):
             log.info("model answer not used (%s)", outcome)
             base.fallback_reason = outcome
+            if outcome == "cannot_answer":
+                # The model read the sources and found no answer: the extractive quotes of
+                # them would not be one either. Say so, and offer them as closest sources.
+                titles = "; ".join(f"**{c.title}**" for c in base.citations)
+                base.text = CANNOT_ANSWER_TEXT.format(titles=titles)
+                base.abstained = True
             return base
         text, citations = outcome
         if key is not None:

@@ -204,7 +204,6 @@ def test_citations_of_sources_that_were_not_given_are_dropped(make_rt, fake: Fak
         (completion("Rotate the password in the vault and restart the workers."), "no_citation"),
         (completion("   "), "empty"),
         (completion("Generate a new password [1] and then", finish_reason="length"), "truncated"),
-        (completion(CANNOT_ANSWER), "cannot_answer"),
         (Step(body='{"id": "chatcmpl-1", "choices": [{"index": 0, "mess'), "unparseable"),
     ],
 )
@@ -215,6 +214,20 @@ def test_an_unusable_output_falls_back_to_the_extractive_answer(
     answer, row = ask(make_rt())
     assert_extractive_fallback(answer, row, reason)
     assert len(fake.requests) == 1
+
+
+def test_the_model_finding_no_answer_is_said_plainly_with_the_closest_sources(
+    make_rt, fake: FakeOpenAI
+) -> None:
+    fake.script = [completion(CANNOT_ANSWER)]
+    answer, row = ask(make_rt())
+    assert answer.mode == "extractive" and answer.fallback_reason == "cannot_answer"
+    assert answer.abstained and row.abstained
+    assert answer.text.startswith("The closest sources I found don't answer this")
+    assert "From **" not in answer.text and "[1]:" not in answer.text  # no quotes
+    assert answer.citations[0].path == ROTATE_DOC
+    assert f"**{answer.citations[0].title}**" in answer.text
+    assert row.answer == answer.text and row.fallback_reason == "cannot_answer"
 
 
 def test_malformed_json_logs_no_usage(make_rt, fake: FakeOpenAI) -> None:
