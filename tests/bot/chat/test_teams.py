@@ -189,7 +189,8 @@ def test_a_channel_mention_is_answered_in_its_thread_with_a_cited_card(bot, conn
     assert answer.activity_id == activity["id"]
     assert answer.body["replyToId"] == activity["id"]
     assert answer.body["channelData"] == {"feedbackLoopEnabled": True}
-    assert answer.body["summary"].startswith(f"From {ROTATE_TITLE} 1:")
+    # The answer's first line as plain text ("Steps, from ..." for this how-to question).
+    assert answer.body["summary"].startswith(f"Steps, from {ROTATE_TITLE} 1:")
 
     card = card_of(answer)
     assert card["type"] == "AdaptiveCard"
