@@ -36,6 +36,8 @@ ABSTAIN_TEXT = (
 # Passage budgets in characters: the best source is quoted at length, the others briefly.
 FIRST_SOURCE_CHARS = 1000
 OTHER_SOURCE_CHARS = 300
+# After a quoted procedure, the other sources are leads: quoted this briefly.
+PROCEDURE_OTHER_CHARS = 150
 # Other documents are cited only when they score close to the best one.
 SOURCE_MARGIN = 0.08
 # The context passages an answerer reads (an LLM is paid per character of it): the best
@@ -243,6 +245,7 @@ class AnsweringService:
         parts = []
         explained = []
         quoted: set[str] = set()  # near-copies of one runbook are not quoted twice
+        other = OTHER_SOURCE_CHARS
         for i, h in enumerate(chosen, 1):
             own = docs[_doc(h.chunk)]
             paths = {p for c in own for p in c.heading_path}
@@ -250,7 +253,7 @@ class AnsweringService:
             if steps and i == 1:
                 # The steps may lie in a section that was not retrieved: read it whole.
                 sections = _whole_sections(self.document(h.chunk), own)
-            budget = FIRST_SOURCE_CHARS if i == 1 else OTHER_SOURCE_CHARS
+            budget = FIRST_SOURCE_CHARS if i == 1 else other
             choice = choose(
                 sections, question, budget, idf, kind, quoted, procedure=steps and i == 1, source=i
             )
@@ -260,6 +263,7 @@ class AnsweringService:
             label = h.chunk.heading if len(own) == 1 else h.chunk.title
             if choice.steps_heading is not None:
                 head = procedures.preface(choice.steps_heading, h.chunk.title, i)
+                other = PROCEDURE_OTHER_CHARS  # the steps are the answer; the rest are leads
             else:
                 head = f"{'From' if i == 1 else 'Also see'} **{label}** [{i}]:"
             parts.append(f"{head}\n\n{tidy_headings(passage, paths)}")
