@@ -2,7 +2,9 @@
 
 Teams posts Bot Framework activities here. A channel or group-chat @-mention, or a 1:1
 message, becomes ``runtime.answering.ask()`` with the audiences of the place it was asked
-in; the answer goes back into the same conversation as an Adaptive Card. Votes come back
+in; the answer goes back into the same conversation as an Adaptive Card. A message in the
+reply chain of one of kbot's answers (or later in the same chat) is a follow-up, asked in
+that thread's context; where the app may read a channel, it needs no new @-mention. Votes come back
 through Teams' feedback loop (the ``message/submitAction`` invoke) or, where it is off,
 through 👍/👎 buttons on the card.
 
@@ -212,6 +214,20 @@ class TeamsBot(TeamsActivityHandler):
         if isinstance(activity.value, dict) and activity.value.get("action") == FEEDBACK_ACTION:
             await self._card_vote(turn_context, activity.value)
             return
+        thread = thread_id(activity)
+        if _conversation_type(activity) == "channel" and not _mentions_bot(activity):
+            # Teams sends a channel message that does not mention kbot only where the app
+            # may read the channel: a follow-up if it is in the reply chain of an answer.
+            try:
+                known = await asyncio.to_thread(
+                    self.runtime.answering.answered_in, PLATFORM, thread
+                )
+            except Exception:
+                log.exception("Teams: cannot tell whether kbot answered in %s", thread)
+                return
+            if not known:
+                log.debug("Teams: message %s in %s is not addressed to kbot", activity.id, thread)
+                return
         question = self._question(activity)
         if not question:
             has_files = any(a.content_type != "text/html" for a in activity.attachments or [])
@@ -222,6 +238,7 @@ class TeamsBot(TeamsActivityHandler):
             channel=self._place(activity),
             user=_user_id(activity.from_property),
             audiences=self.audiences(activity),
+            thread=thread,
         )
         try:
             question = self.runtime.answering.validate(question)
@@ -471,6 +488,24 @@ def _own_retries(turn_context: TurnContext) -> None:
     if client is not None:
         client.config.retry_policy.retries = 0
         client.config.connection.timeout = CONNECTOR_TIMEOUT_S
+
+
+def thread_id(activity: Activity) -> str:
+    """The Teams thread a message belongs to: its conversation, whose id in a channel names
+    the reply chain ("19:...@thread.tacv2;messageid=<root post>"); a 1:1 or group chat is
+    one thread. Prefixed with the tenant, as conversation ids are only unique within one."""
+    conversation = activity.conversation
+    tenant = (conversation.tenant_id if conversation else None) or ""
+    return f"{tenant}:{conversation.id if conversation else ''}"
+
+
+def _mentions_bot(activity: Activity) -> bool:
+    recipient = activity.recipient.id if activity.recipient else None
+    for entity in activity.entities or []:
+        props = entity.additional_properties or {}
+        if entity.type == "mention" and (props.get("mentioned") or {}).get("id") == recipient:
+            return True
+    return False
 
 
 def _conversation_type(activity: Activity) -> str:

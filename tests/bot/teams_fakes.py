@@ -222,13 +222,20 @@ def channel_data(channel: str, team: str, group: str | None = None) -> dict:
 
 
 def channel_mention(
-    service_url: str, question: str, *, channel: str, team: str, user: str, group: str | None = None
+    service_url: str,
+    question: str,
+    *,
+    channel: str,
+    team: str,
+    user: str,
+    group: str | None = None,
+    root: str = "1700000000000",
 ) -> dict:
-    """An @-mention of the bot in a Teams channel post."""
+    """An @-mention of the bot in a Teams channel post (in the reply chain of ``root``)."""
     return _base(
         "message",
         service_url,
-        channel_conversation(channel, team),
+        channel_conversation(channel, team, root),
         user,
         textFormat="plain",
         text=f"<at>kbot</at> {question}",
@@ -331,4 +338,21 @@ def bot_installed_in_team(service_url: str, *, channel: str, team: str, user: st
             "tenant": {"id": TENANT},
             "settings": {"selectedChannel": {"id": channel}},
         },
+    )
+
+
+def channel_reply(
+    service_url: str, text: str, *, channel: str, team: str, root: str, user: str
+) -> dict:
+    """A reply without a mention in the reply chain of the channel post ``root`` (Teams
+    sends it to an app that may read the channel)."""
+    return _base(
+        "message",
+        service_url,
+        channel_conversation(channel, team, root),
+        user,
+        textFormat="plain",
+        text=text,
+        entities=[{"type": "clientInfo", "locale": "en-US", "platform": "Web"}],
+        channelData=channel_data(channel, team),
     )

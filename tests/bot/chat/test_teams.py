@@ -837,3 +837,83 @@ def test_the_teams_app_package_template_is_complete():
     # White on transparent: every visible pixel is white, and the background is clear.
     assert all((r, g, b) == (255, 255, 255) for r, g, b, a in pixels if a)
     assert pixels[0][3] == 0 and any(a == 255 for *_, a in pixels)
+
+
+# -- follow-ups ---------------------------------------------------------------------------
+
+# Alone this finds nothing confident in the test runbooks; in the reply chain of
+# QUEUE_QUESTION it asks where the new queue password goes (secret/orders/mq).
+FOLLOW_UP = "where do I store it afterwards?"
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same-process", "after-restart"])
+def test_a_reply_in_the_chain_of_an_answer_is_a_follow_up(
+    bot, kb, connector, restart: bool
+) -> None:
+    root = f"17000000{int(restart)}1111"
+    first = teams.channel_mention(
+        connector.url,
+        QUEUE_QUESTION,
+        channel=OTHER_CHANNEL,
+        team=OTHER_TEAM,
+        user=f"fu-ann{int(restart)}",
+        root=root,
+    )
+    assert bot.post(first).status == 200
+    first_row = bot.query_of(f"fu-ann{int(restart)}")
+    reply = teams.channel_reply(
+        connector.url,
+        FOLLOW_UP,
+        channel=OTHER_CHANNEL,
+        team=OTHER_TEAM,
+        root=root,
+        user=f"fu-ben{int(restart)}",
+    )
+    if restart:  # a new process over the same database and index
+        with bot_server(kb) as other:
+            assert other.post(reply).status == 200
+    else:
+        assert bot.post(reply).status == 200
+
+    answers = [c for c in connector.calls if c.body.get("type") == "message"]
+    assert len(answers) == 2
+    follow = answers[1]
+    # In the same reply chain, from the earlier question's runbook.
+    assert follow.conversation_id == reply["conversation"]["id"]
+    text = card_text(card_of(follow))
+    assert ROTATE_TITLE in text and "secret/orders/mq" in text
+    row = bot.query_of(f"fu-ben{int(restart)}")
+    assert row.follows == first_row.id and row.question == FOLLOW_UP
+    assert row.thread_key == first_row.thread_key is not None
+
+
+def test_a_channel_reply_in_a_chain_kbot_never_answered_is_ignored(bot, connector) -> None:
+    reply = teams.channel_reply(
+        connector.url,
+        FOLLOW_UP,
+        channel=OTHER_CHANNEL,
+        team=OTHER_TEAM,
+        root="1699999999999",
+        user="fu-cat",
+    )
+    assert bot.post(reply).status == 200
+    assert connector.calls == []
+    with bot.rt.db.session() as s:
+        assert s.scalars(select(QueryRecord).where(QueryRecord.user_id == "aad-fu-cat")).all() == []
+
+
+def test_a_personal_chat_is_one_thread(bot, connector) -> None:
+    first = teams.personal_message(connector.url, QUEUE_QUESTION, user="fu-dan")
+    later = teams.personal_message(connector.url, FOLLOW_UP, user="fu-dan")
+    for activity in (first, later):
+        assert bot.post(activity).status == 200
+    answers = [c for c in connector.calls if c.body.get("type") == "message"]
+    assert "secret/orders/mq" in card_text(card_of(answers[1]))
+    with bot.rt.db.session() as s:
+        rows = s.scalars(
+            select(QueryRecord)
+            .where(QueryRecord.user_id == "aad-fu-dan")
+            .order_by(QueryRecord.created_at)
+        ).all()
+        assert [r.question for r in rows] == [QUEUE_QUESTION, FOLLOW_UP]
+        assert rows[1].follows == rows[0].id
