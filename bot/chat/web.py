@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from hashlib import sha256
 from typing import Any
@@ -106,14 +107,27 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+# A conversation id names the web chat's thread: what the page makes (a UUID) and more.
+_CONVERSATION = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+
+
 async def api_ask(request: web.Request) -> web.Response:
-    """``{"question": str, "user"?: str}`` -> the answer, its citations and its query id."""
+    """``{"question": str, "user"?: str, "conversation"?: str}`` -> the answer, its
+    citations and its query id. Questions of one ``conversation`` are a thread: each is a
+    follow-up of the ones before."""
     rt = request.app[WEB_RUNTIME]
     body = await _json_body(request)
     question = body.get("question")
     if not isinstance(question, str):
         return _error(400, "'question' must be a string")
-    requester = Requester(platform="web", channel="web", user=_user(body))
+    conversation = body.get("conversation")
+    if conversation is not None and (
+        not isinstance(conversation, str) or not _CONVERSATION.fullmatch(conversation)
+    ):
+        return _error(
+            400, "'conversation' must be an id of 1 to 100 letters, digits and . _ : -"
+        )
+    requester = Requester(platform="web", channel="web", user=_user(body), thread=conversation)
     try:
         # Embedding, the store and the database are blocking: keep them off the event loop.
         answer = await asyncio.to_thread(lambda: rt.answering.ask(question, requester))

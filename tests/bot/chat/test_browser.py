@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,36 @@ def test_the_sample_rotation_question_shows_its_steps_in_the_web_chat(
         found = [next(i for i, t in enumerate(code) if c in t) for c in commands]
         assert found == sorted(found), code
         expect(answer).to_contain_text("Step 7 and the rollback are in [1].")
+
+
+def test_a_follow_up_in_the_web_chat_is_answered_in_its_conversation(
+    tmp_path: Path, runtime_factory: Any, page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.bot.chat.test_web import FOLLOW_UP, ROTATE_QUESTION
+
+    kb = write_runbooks(tmp_path / "kb")
+    rt = runtime_factory(make_config(tmp_path, [runbook_connector(kb)]))
+    assert rt.indexer.sync()[0].ok
+
+    def ask(question: str) -> Any:
+        n = page.locator(".msg.bot").count()
+        page.get_by_label("Question").fill(question)
+        page.get_by_label("Question").press("Enter")
+        answer = page.locator(".msg.bot").nth(n)
+        expect(answer.locator(".vote")).to_be_visible()
+        return answer
+
+    with serve(create_app(rt)) as url:
+        page.goto(url)
+        ask(ROTATE_QUESTION)
+        follow = ask(FOLLOW_UP)
+        expect(follow).to_contain_text("secret/orders/mq")
+        expect(follow.locator(".sources li").first.get_by_role("link")).to_have_text(ROTATE_TITLE)
+
+        # A new conversation forgets the thread: the same words alone find nothing.
+        page.get_by_role("button", name="New conversation").click()
+        expect(page.locator(".msg")).to_have_count(0)
+        alone = ask(FOLLOW_UP)
+        expect(alone).to_have_class(re.compile(r"\babstain\b"))

@@ -825,6 +825,10 @@ def test_the_teams_app_package_template_is_complete():
     for command_list in bot["commandLists"]:
         for command in command_list["commands"]:
             assert len(command["title"]) <= 32 and len(command["description"]) <= 128
+    # Follow-ups without a new mention need the channel's messages (resource-specific consent).
+    rsc = manifest["authorization"]["permissions"]["resourceSpecific"]
+    assert {"name": "ChannelMessage.Read.Group", "type": "Application"} in rsc
+    assert manifest["webApplicationInfo"]["id"] == "${{MICROSOFT_APP_ID}}"
     assert len(manifest["name"]["short"]) <= 30
     assert len(manifest["description"]["short"]) <= 80
     assert len(manifest["description"]["full"]) <= 4000

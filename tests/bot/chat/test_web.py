@@ -241,3 +241,45 @@ def test_ask_on_a_broken_store_still_replies_with_a_json_error(broken_chat: Chat
     # The page shows ``error`` to the person; a bare text 500 would read as gibberish.
     assert reply.content_type == "application/json"
     assert reply.json()["error"]
+
+
+# -- follow-ups ---------------------------------------------------------------------------
+
+ROTATE_QUESTION = "How do I rotate the password of the message queue?"
+# Alone this finds nothing confident; after ROTATE_QUESTION it asks where the password goes.
+FOLLOW_UP = "where do I store it afterwards?"
+
+
+def _row(chat: Chat, query_id: str) -> QueryRecord:
+    with chat.rt.db.session() as s:
+        row = s.get(QueryRecord, query_id)
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+def test_a_question_in_the_same_conversation_is_a_follow_up(chat: Chat) -> None:
+    first = chat.ask(ROTATE_QUESTION, conversation="conv-follow-1")
+    follow = chat.ask(FOLLOW_UP, conversation="conv-follow-1")
+    assert not follow["abstained"]
+    assert follow["citations"][0]["path"] == "ops/rotate-queue-credentials.md"
+    assert "secret/orders/mq" in follow["answer"]
+    row = _row(chat, follow["query_id"])
+    assert row.follows == first["query_id"]
+    assert row.thread_key == _row(chat, first["query_id"]).thread_key is not None
+
+
+def test_a_new_conversation_has_no_context(chat: Chat) -> None:
+    chat.ask(ROTATE_QUESTION, conversation="conv-follow-2")
+    alone = chat.ask(FOLLOW_UP, conversation="conv-follow-3")
+    assert alone["abstained"]
+    assert _row(chat, alone["query_id"]).follows is None
+
+
+@pytest.mark.parametrize("conversation", ["", "x" * 101, "has space", 42, ["a"]])
+def test_a_malformed_conversation_id_is_refused(chat: Chat, conversation: Any) -> None:
+    before = chat.query_count()
+    reply = chat.post("api/ask", {"question": ROTATE_QUESTION, "conversation": conversation})
+    assert reply.status == 400
+    assert "'conversation' must be an id" in reply.json()["error"]
+    assert chat.query_count() == before
