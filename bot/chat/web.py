@@ -124,9 +124,7 @@ async def api_ask(request: web.Request) -> web.Response:
     if conversation is not None and (
         not isinstance(conversation, str) or not _CONVERSATION.fullmatch(conversation)
     ):
-        return _error(
-            400, "'conversation' must be an id of 1 to 100 letters, digits and . _ : -"
-        )
+        return _error(400, "'conversation' must be an id of 1 to 100 letters, digits and . _ : -")
     requester = Requester(platform="web", channel="web", user=_user(body), thread=conversation)
     try:
         # Embedding, the store and the database are blocking: keep them off the event loop.

@@ -261,6 +261,23 @@ def _passage_rows(passages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _thread_rows(th: dict[str, Any] | None, redactor: Redactor) -> dict[str, Any] | None:
+    """The thread of a trace for its page, questions redacted like the trace's own."""
+    if not th:
+        return None
+
+    def redact(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**r, "question": redactor.question(r["question"])} for r in rows]
+
+    standalone = th["standalone_question"]
+    return {
+        **th,
+        "earlier": redact(th["earlier"]),
+        "later": redact(th["later"]),
+        "standalone_question": redactor.question(standalone) if standalone else None,
+    }
+
+
 def trace_html(t: dict[str, Any], redactor: Redactor) -> str:
     """One answer's trace (``bot.review.trace.trace``) as a page, with ``reports.redact``
     applied to the question (in the prompt too) and to user ids."""
@@ -307,6 +324,7 @@ def trace_html(t: dict[str, Any], redactor: Redactor) -> str:
         citations=t["citations"],
         passages=_passage_rows(t["passages"]),
         answer=t["answer"],
+        thread=_thread_rows(t.get("thread"), redactor),
         prompt=prompt,
         feedback=[{**f, "user": redactor.user(f["user"])} for f in t["feedback"]],
     )

@@ -46,11 +46,45 @@ def trace(db: Database, query_id: str) -> dict[str, Any]:
             "fallback_reason": q.fallback_reason,
             "prompt": q.prompt,
             "passages": q.passages or [],
+            "thread": _thread(s, q),
             "feedback": [
                 {"user": f.user_id, "vote": f.vote, "reason": f.reason, "at": f.updated_at}
                 for f in votes
             ],
         }
+
+
+# How far back `kbot trace` follows a thread: its history is bounded anyway.
+CHAIN_LIMIT = 20
+
+
+def _thread(s: Any, q: QueryRecord) -> dict[str, Any] | None:
+    """A follow-up's place in its thread: the earlier questions it follows (oldest first,
+    by the ``follows`` links; one whose query is gone ends the chain as ``missing``), the
+    stand-alone question searched for it, and the follow-ups asked after it."""
+    if q.thread_key is None and q.follows is None:
+        return None
+    chain: list[dict[str, Any]] = []
+    missing = None
+    at = q.follows
+    while at and len(chain) < CHAIN_LIMIT:
+        earlier = s.get(QueryRecord, at)
+        if earlier is None:
+            missing = at  # deleted, or older than a restored backup
+            break
+        chain.append({"query_id": earlier.id, "question": earlier.question})
+        at = earlier.follows
+    later = s.scalars(
+        select(QueryRecord).where(QueryRecord.follows == q.id).order_by(QueryRecord.created_at)
+    ).all()
+    return {
+        "key": q.thread_key,
+        "earlier": chain[::-1],
+        "missing": missing,
+        "standalone_question": q.standalone_question,
+        "condense_fallback": q.condense_fallback,
+        "later": [{"query_id": x.id, "question": x.question} for x in later],
+    }
 
 
 # How a source's passage was made, for sources whose blocks were not scored one by one.
@@ -59,6 +93,24 @@ HOW = {
     "unquoted": "the whole document, less blocks already quoted from a near-copy",
     "cut": "no block scored; the document's start, cut to the budget",
 }
+
+
+def thread_lines(th: dict[str, Any] | None) -> list[str]:
+    """The thread part of a trace: the chain of questions this one follows, then this one
+    (as searched), then the follow-ups asked after it."""
+    if not th:
+        return []
+    lines = [f"thread: {th['key'] or '-'}"]
+    if th["missing"]:
+        lines.append(f"  (earlier query {th['missing']} is gone)")
+    lines += [f"  {e['query_id']}  {e['question']}" for e in th["earlier"]]
+    if th["standalone_question"]:
+        how = f" (condense failed: {th['condense_fallback']})" if th["condense_fallback"] else ""
+        lines.append(f"  > this one, searched as: {th['standalone_question']}{how}")
+    else:
+        lines.append("  > this one")
+    lines += [f"  {x['query_id']}  {x['question']}  (follow-up)" for x in th["later"]]
+    return lines
 
 
 def passage_shares(block: dict[str, Any]) -> str:
@@ -80,6 +132,7 @@ def format_trace(t: dict[str, Any]) -> str:
         + (f" (fallback: {t['fallback_reason']})" if t["fallback_reason"] else ""),
         "latency ms: " + ", ".join(f"{k} {v}" for k, v in t["latency_ms"].items()),
     ]
+    lines += thread_lines(t.get("thread"))
     if t["model"]:
         u = t["usage"]
         cost = "unknown" if u["cost_usd"] is None else f"${u['cost_usd']:.6f}"
