@@ -604,3 +604,68 @@ def idf_from(texts: Sequence[str]) -> dict[str, float]:
         for w in set(search_terms(t)):
             df[w] = df.get(w, 0) + 1
     return {w: math.log(1 + n / c) for w, c in df.items()}
+
+
+# -- the lead: the sentences that state the answer, before the quotes --------------------
+
+# A fact question's answer starts with its best sentences, in this many characters at most.
+LEAD_CHARS = 320
+# A sentence ends at ". " (or "! ", "? ") before a capital, a mark or a quote.
+LEAD_SENTENCES = 2
+LEAD_MIN_CHARS = 40
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*\[(\"'])")
+_TABLE_LINE = re.compile(r"^\s*\|")
+
+
+def sentences(block: str) -> list[str]:
+    """The sentences of a prose block, or the items of a list (one line each); none of a
+    code block, heading or table."""
+    if _is_code(block) or _is_heading(block) or _TABLE_LINE.match(block):
+        return []
+    if _is_item(block.lstrip().split("\n", 1)[0]):
+        items: list[str] = []
+        for line in block.split("\n"):
+            if _is_item(line):
+                items.append(re.sub(r"^\s*([-*+]|\d+[.)])\s+", "", line).strip())
+            elif items and line.strip():
+                items[-1] += " " + line.strip()
+        return [i for i in items if i]
+    text = " ".join(block.split())
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def lead(
+    chosen: Sequence[tuple[int, Choice]],
+    question: str,
+    idf: dict[str, float] | None = None,
+    kind: str | None = None,
+    budget: int = LEAD_CHARS,
+) -> list[tuple[str, int]]:
+    """The sentences that best answer ``question`` among the blocks quoted from each source
+    (``(n, choice)``), best first within ``budget`` characters, each with its source's
+    number; scored by the passage model's features, as blocks are."""
+    query = Query(frozenset(terms(question)), idf or {}, kind)
+    scored: list[tuple[float, int, int, str]] = []
+    for n, choice in chosen:
+        for i in choice.chosen:
+            b = choice.blocks[i]
+            for s in sentences(b.text):
+                if len(s) < LEAD_MIN_CHARS:
+                    continue  # a fragment ("a local emergency") says nothing alone
+                unit = Block(s, b.rank, b.heading)
+                c = _contributions(unit, query, FEATURES)
+                score = sum(c.values()) / _length_norm(unit)
+                if score > 0:
+                    scored.append((score, n, len(scored), s))
+    out: list[tuple[str, int]] = []
+    used = 0
+    for _score, n, _, s in sorted(scored, key=lambda x: (-x[0], x[1], x[2])):
+        if len(out) == LEAD_SENTENCES:
+            break
+        if used + len(s) > budget and out:
+            continue
+        if used + len(s) > budget * OVERSHOOT:
+            continue
+        out.append((s, n))
+        used += len(s) + 1
+    return out

@@ -12,7 +12,15 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 from bot.answer import answer_type, events, procedures, threads
-from bot.answer.passages import blocks, choose, idf_from, select_from_sections, tidy_headings
+from bot.answer.passages import (
+    Choice,
+    blocks,
+    choose,
+    idf_from,
+    lead,
+    select_from_sections,
+    tidy_headings,
+)
 from bot.answer.request_ids import new_query_id
 from bot.answer.retrieval import Retriever, visible_to
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester, add_usage
@@ -246,6 +254,7 @@ class AnsweringService:
         explained = []
         quoted: set[str] = set()  # near-copies of one runbook are not quoted twice
         other = OTHER_SOURCE_CHARS
+        choices: list[tuple[int, Choice]] = []
         for i, h in enumerate(chosen, 1):
             own = docs[_doc(h.chunk)]
             paths = {p for c in own for p in c.heading_path}
@@ -258,6 +267,7 @@ class AnsweringService:
                 sections, question, budget, idf, kind, quoted, procedure=steps and i == 1, source=i
             )
             passage = choice.text
+            choices.append((i, choice))
             explained.append({"n": i, "how": choice.how, "blocks": choice.explain()})
             quoted.update(blocks(passage))
             label = h.chunk.heading if len(own) == 1 else h.chunk.title
@@ -267,6 +277,12 @@ class AnsweringService:
             else:
                 head = f"{'From' if i == 1 else 'Also see'} **{label}** [{i}]:"
             parts.append(f"{head}\n\n{tidy_headings(passage, paths)}")
+        if not steps:
+            # A fact question is answered first: the best source's sentences that state
+            # it, then the quotes they come from (docs/EVALUATION.md, "The lead").
+            leading = lead(choices[:1], question, idf, kind)
+            if leading:
+                parts.insert(0, " ".join(f"{s} [{n}]" for s, n in leading))
         cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
         context = _context(question, context, docs, chosen, ranked, idf, kind)
         return Answer(

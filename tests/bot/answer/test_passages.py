@@ -159,3 +159,33 @@ def test_the_line_before_a_procedure_names_it() -> None:
     assert preface(long, "Tokens", 1) == (
         "Steps from **Tokens › Update the token in the secrets of the app** [1]:"
     )
+
+
+def test_sentences_split_prose_and_lists_but_not_code_or_tables() -> None:
+    from bot.answer.passages import sentences
+
+    assert sentences("Pages are cached. The CDN keeps them `5 minutes`.") == [
+        "Pages are cached.",
+        "The CDN keeps them `5 minutes`.",
+    ]
+    assert sentences("- one item\n  continued\n- two") == ["one item continued", "two"]
+    assert sentences("```\nkubectl get pods\n```") == []
+    assert sentences("| a | b |\n| --- | --- |") == []
+
+
+def test_a_fact_question_leads_with_the_sentence_that_states_it() -> None:
+    from bot.answer.passages import lead
+
+    section = (
+        "The content delivery network sits in front of every public page of the site.\n\n"
+        "Most pages are cached for five minutes, so a published fix shows within five "
+        "minutes.\n\nThe network has several points of presence across the continent.",
+        0,
+        "Caching",
+    )
+    question = "how long are pages cached for?"
+    c = choose([section] * 1, question, budget=150, kind="duration")
+    assert lead([(1, c)], question, kind="duration")[0] == (
+        "Most pages are cached for five minutes, so a published fix shows within five minutes.",
+        1,
+    )
