@@ -669,3 +669,18 @@ def lead(
         out.append((s, n))
         used += len(s) + 1
     return out
+
+
+def without(passage: str, said: Collection[str]) -> str:
+    """``passage`` less the paragraphs a lead already says word for word, and the "…"
+    marks their going leaves doubled or at an end."""
+    said = {" ".join(s.split()) for s in said}
+    kept = [b for b in passage.split("\n\n") if " ".join(b.split()) not in said]
+    out: list[str] = []
+    for b in kept:
+        if b.strip() == "…" and (not out or out[-1].strip() == "…"):
+            continue
+        out.append(b)
+    while out and out[-1].strip() == "…":
+        out.pop()
+    return "\n\n".join(out)

@@ -20,6 +20,7 @@ from bot.answer.passages import (
     lead,
     select_from_sections,
     tidy_headings,
+    without,
 )
 from bot.answer.request_ids import new_query_id
 from bot.answer.retrieval import Retriever, visible_to
@@ -282,6 +283,10 @@ class AnsweringService:
             # it, then the quotes they come from (docs/EVALUATION.md, "The lead").
             leading = lead(choices[:1], question, idf, kind)
             if leading:
+                head, _, body = parts[0].partition("\n\n")
+                rest = without(body, [s for s, _ in leading])
+                # What the lead says is not quoted again below it.
+                parts[0:1] = [f"{head}\n\n{rest}"] if rest.strip() else []
                 parts.insert(0, " ".join(f"{s} [{n}]" for s, n in leading))
         cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
         context = _context(question, context, docs, chosen, ranked, idf, kind)

@@ -189,3 +189,11 @@ def test_a_fact_question_leads_with_the_sentence_that_states_it() -> None:
         "Most pages are cached for five minutes, so a published fix shows within five minutes.",
         1,
     )
+
+
+def test_what_a_lead_says_is_not_quoted_again() -> None:
+    from bot.answer.passages import without
+
+    passage = "Pages are cached.\n\n…\n\nThe CDN   keeps them.\n\n…\n\nOther words."
+    assert without(passage, ["The CDN keeps them."]) == "Pages are cached.\n\n…\n\nOther words."
+    assert without("Only this.\n\n…\n\nAnd this.", ["And this."]) == "Only this."
