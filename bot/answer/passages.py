@@ -43,7 +43,7 @@ def blocks(text: str) -> list[str]:
             if cur:
                 out.append("\n".join(cur))
             cur = []
-        elif re.match(r"^\s*([-*+]|\d+[.)])\s+", line) and cur and not _is_item(cur[0]):
+        elif _is_item(line) and cur and not _is_item(cur[0]):
             out.append("\n".join(cur))
             cur = [line]
         else:
@@ -53,8 +53,12 @@ def blocks(text: str) -> list[str]:
     return [b for b in out if b.strip()]
 
 
+# A list item's mark: "- ", "* ", "+ ", "1. " or "1) ".
+_ITEM_MARK = re.compile(r"^\s*([-*+]|\d+[.)])\s+")
+
+
 def _is_item(line: str) -> bool:
-    return bool(re.match(r"^\s*([-*+]|\d+[.)])\s+", line))
+    return bool(_ITEM_MARK.match(line))
 
 
 def _is_code(block: str) -> bool:
@@ -391,10 +395,8 @@ def choose(
             break  # a procedure cut short is all the answer needs
     if not chosen:
         return Choice(_truncate(whole, budget), how="cut")
-    lead = None
-    if procedure:
-        lead = next((i for i in order if i in chosen and bs[i].steps), None)
-    steps_lead = lead
+    steps_lead = next((i for i in order if i in chosen and bs[i].steps), None)
+    lead = steps_lead
     if lead is None and procedure:
         # No list: the best block first all the same (measured: facts read better in
         # document order, answers to "how do I" with the step that scored best).
@@ -447,7 +449,8 @@ def group_steps(bs: list[Block]) -> list[Block]:
         j = i + 1
         while j < len(bs) and bs[j].heading == b.heading:
             t = bs[j].text
-            if _starts_step(t) or _is_code(t) or t[:1] in (" ", "\t") or _NUMBERED_ITEM.match(t):
+            # The next step, a nested one, a command, or text indented under a step.
+            if _NUMBERED_ITEM.match(t) or _is_code(t) or t[:1] in (" ", "\t"):
                 j += 1
             else:
                 break
@@ -608,11 +611,12 @@ def idf_from(texts: Sequence[str]) -> dict[str, float]:
 
 # -- the lead: the sentences that state the answer, before the quotes --------------------
 
-# A fact question's answer starts with its best sentences, in this many characters at most.
+# A fact question's answer starts with its best sentences: at most LEAD_SENTENCES of them,
+# in LEAD_CHARS characters, none shorter than LEAD_MIN_CHARS (a fragment says nothing).
 LEAD_CHARS = 320
-# A sentence ends at ". " (or "! ", "? ") before a capital, a mark or a quote.
 LEAD_SENTENCES = 2
 LEAD_MIN_CHARS = 40
+# A sentence ends at ". " (or "! ", "? ") before a capital, a mark or a quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*\[(\"'])")
 _TABLE_LINE = re.compile(r"^\s*\|")
 
@@ -626,7 +630,7 @@ def sentences(block: str) -> list[str]:
         items: list[str] = []
         for line in block.split("\n"):
             if _is_item(line):
-                items.append(re.sub(r"^\s*([-*+]|\d+[.)])\s+", "", line).strip())
+                items.append(_ITEM_MARK.sub("", line, count=1).strip())
             elif items and line.strip():
                 items[-1] += " " + line.strip()
         return [i for i in items if i]

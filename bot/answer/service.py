@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from bot.answer import answer_type, events, procedures, threads
 from bot.answer.passages import (
-    Choice,
     blocks,
     choose,
     idf_from,
@@ -255,7 +254,7 @@ class AnsweringService:
         explained = []
         quoted: set[str] = set()  # near-copies of one runbook are not quoted twice
         other = OTHER_SOURCE_CHARS
-        choices: list[tuple[int, Choice]] = []
+        leading: list[tuple[str, int]] = []
         for i, h in enumerate(chosen, 1):
             own = docs[_doc(h.chunk)]
             paths = {p for c in own for p in c.heading_path}
@@ -268,9 +267,16 @@ class AnsweringService:
                 sections, question, budget, idf, kind, quoted, procedure=steps and i == 1, source=i
             )
             passage = choice.text
-            choices.append((i, choice))
             explained.append({"n": i, "how": choice.how, "blocks": choice.explain()})
             quoted.update(blocks(passage))
+            if i == 1 and not steps:
+                # A fact question is answered first: the best source's sentences that
+                # state it, then the quotes (docs/EVALUATION.md, "The lead"), which do
+                # not say again what the lead says.
+                leading = lead([(1, choice)], question, idf, kind)
+                passage = without(passage, [s for s, _ in leading])
+                if leading and not passage.strip():
+                    continue
             label = h.chunk.heading if len(own) == 1 else h.chunk.title
             if choice.steps_heading is not None:
                 head = procedures.preface(choice.steps_heading, h.chunk.title, i)
@@ -278,16 +284,8 @@ class AnsweringService:
             else:
                 head = f"{'From' if i == 1 else 'Also see'} **{label}** [{i}]:"
             parts.append(f"{head}\n\n{tidy_headings(passage, paths)}")
-        if not steps:
-            # A fact question is answered first: the best source's sentences that state
-            # it, then the quotes they come from (docs/EVALUATION.md, "The lead").
-            leading = lead(choices[:1], question, idf, kind)
-            if leading:
-                head, _, body = parts[0].partition("\n\n")
-                rest = without(body, [s for s, _ in leading])
-                # What the lead says is not quoted again below it.
-                parts[0:1] = [f"{head}\n\n{rest}"] if rest.strip() else []
-                parts.insert(0, " ".join(f"{s} [{n}]" for s, n in leading))
+        if leading:
+            parts.insert(0, " ".join(f"{s} [{n}]" for s, n in leading))
         cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
         context = _context(question, context, docs, chosen, ranked, idf, kind)
         return Answer(
