@@ -6,6 +6,7 @@ Everything is built lazily, so `kbot feedback add` never loads the embedding mod
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from functools import cached_property
 
 from bot.answer.feedback import FeedbackService
@@ -14,10 +15,10 @@ from bot.answer.service import AnsweringService
 from config.models import KbotConfig
 from db import Database
 from indexer.embeddings import Embedder, get_embedder
-from indexer.lexical import LexicalIndex
+from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.lock import WriterLock
 from indexer.store import VectorStore
-from indexer.sync import Indexer, ProgressFactory
+from indexer.sync import Indexer, ProgressFactory, last_change
 
 
 class Runtime:
@@ -44,7 +45,7 @@ class Runtime:
             lock = WriterLock(self.config.storage.data_dir)
             lock.acquire()
             self._writer_lock = lock
-            store = VectorStore(self.config.storage.chroma_path, self.embedder.name, create=True)
+            store = self._store(create=True)
             # Readers in this process share the writer's store.
             self.__dict__["store"] = store
             return Indexer(
@@ -53,7 +54,19 @@ class Runtime:
 
     @cached_property
     def store(self) -> VectorStore:
-        return VectorStore(self.config.storage.chroma_path, self.embedder.name, create=False)
+        return self._store(create=False)
+
+    def _store(self, *, create: bool) -> VectorStore:
+        """The embedded Chroma in data_dir, or the `chroma run` server of storage.chroma_url."""
+        storage = self.config.storage
+        token = storage.chroma_token.get_secret_value() if storage.chroma_token else None
+        return VectorStore(
+            storage.chroma_path,
+            self.embedder.name,
+            create=create,
+            url=storage.chroma_url,
+            token=token,
+        )
 
     @cached_property
     def answering(self) -> AnsweringService:
@@ -78,8 +91,17 @@ class Runtime:
         return frozenset().union(*(c.audiences() for c in self.config.connectors)) | {"public"}
 
     @cached_property
-    def lexical(self) -> LexicalIndex:
-        return LexicalIndex(self.config.storage.data_dir / "bm25")
+    def lexical(self) -> LexicalIndex | SharedLexicalIndex:
+        """Beside the embedded store, a file the indexer writes; with a Chroma server, an
+        in-memory index each process rebuilds from the server when the index version in
+        the database changes (docs/ARCHITECTURE.md, "More than one machine")."""
+        if self.config.storage.chroma_url is None:
+            return LexicalIndex(self.config.storage.data_dir / "bm25")
+        return SharedLexicalIndex(self._search_texts, lambda: str(last_change(self.db)))
+
+    def _search_texts(self) -> Iterator[tuple[str, str]]:
+        for c in self.store.all_chunks():
+            yield c.id, c.search_text()
 
     @cached_property
     def feedback(self) -> FeedbackService:

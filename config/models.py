@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -57,6 +58,14 @@ class StorageConfig(_Section):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite at <data_dir>/kbot.db"
     )
+    chroma_url: str | None = Field(
+        default=None,
+        description="a `chroma run` server (http://host:port); default: embedded Chroma in "
+        "<data_dir>/chroma. With a server, web processes keep no index on disk",
+    )
+    chroma_token: SecretStr | None = Field(
+        default=None, description="the Chroma server's auth token; ${ENV}"
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -78,6 +87,26 @@ class StorageConfig(_Section):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'kbot.db'}"
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _chroma_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        u = urlsplit(v.strip())
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:8000, not {v!r}")
+        try:
+            u.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as e:
+            raise ValueError(f"has a bad port: {v!r}") from e
+        return v.strip().rstrip("/")
+
+    @field_validator("chroma_token")
+    @classmethod
+    def _token_not_blank(cls, v: SecretStr | None) -> SecretStr | None:
+        # An unset ${ENV_VAR:-} means no token, not an empty one.
+        return v if v is None or v.get_secret_value().strip() else None
 
     @property
     def chroma_path(self) -> Path:

@@ -3,6 +3,10 @@ every sync that changed something, and reloaded by readers when it changes on di
 
 bm25s builds an index in one pass (no incremental updates); over the ~8k chunks of a
 typical wiki that takes about a second, far less than embedding a single changed page.
+
+With a Chroma server (``storage.chroma_url``) web processes keep nothing on disk:
+``SharedLexicalIndex`` holds the index in memory and rebuilds it from the server's chunks
+when the index version in the database changes.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +47,11 @@ class LexicalIndex:
 
     def build(self, ids: list[str], texts: list[str]) -> None:
         """Replace the index with one over ``texts``; readers switch atomically."""
-        bm25s = _bm25s()
-
         version = uuid.uuid4().hex
         target = self.folder / version
         target.mkdir(parents=True, exist_ok=True)
         if ids:
-            model = bm25s.BM25()
-            model.index([search_terms(t) or ["\u2205"] for t in texts], show_progress=False)
-            model.save(str(target), show_progress=False)
+            _index(texts).save(str(target), show_progress=False)
         (target / "ids.json").write_text(json.dumps(ids))
         old = self._read_current()
         tmp = self.folder / f".CURRENT.{version}"
@@ -89,16 +91,105 @@ class LexicalIndex:
         except (OSError, ValueError) as e:  # a half-written or damaged index: dense only
             log.warning("lexical index unavailable: %s", e)
             return []
-        tokens = search_terms(query)
-        if self._bm25 is None or not tokens:
+        return _search(self._bm25, self._ids, query, k)
+
+    def version(self) -> str:
+        """Changes with every rebuild ("" before the first)."""
+        return self._read_current() or ""
+
+
+class SharedLexicalIndex:
+    """The same keyword search, held in memory and rebuilt from ``chunks()`` (the Chroma
+    server's chunks, as ``(id, search text)``) whenever ``version()`` (the index version
+    in the shared database) changes; that is checked at most every ``check_s`` seconds, so
+    a web process follows a sync within seconds and a question costs no extra query."""
+
+    def __init__(
+        self,
+        chunks: Callable[[], Iterable[tuple[str, str]]],
+        version: Callable[[], str],
+        check_s: float = 2.0,
+    ):
+        self._chunks = chunks
+        self._version = version
+        self.check_s = check_s
+        self._refreshing = threading.Lock()
+        self._loaded_version: str | None = None
+        self._checked_at = float("-inf")
+        self._index: tuple[object | None, list[str]] = (None, [])  # swapped as one
+
+    def exists(self) -> bool:
+        """Rebuilt by every writer after a changing sync: there is no file to be missing."""
+        return True
+
+    def build(self, ids: list[str], texts: list[str]) -> None:
+        """The writer's own copy, current as soon as its sync is done; other processes
+        rebuild theirs when they see the new version."""
+        with self._refreshing:
+            self._index = (_index(texts) if ids else None, list(ids))
+            self._loaded_version = self._version()
+            self._checked_at = time.monotonic()
+
+    def _ensure_loaded(self) -> None:
+        if time.monotonic() - self._checked_at < self.check_s:
+            return
+        # One thread rebuilds; the others answer from the index they have meanwhile (or,
+        # before the first build, wait for it).
+        if not self._refreshing.acquire(blocking=self._loaded_version is None):
+            return
+        try:
+            if time.monotonic() - self._checked_at < self.check_s:
+                return
+            version = self._version()
+            if version != self._loaded_version:
+                started = time.monotonic()
+                pairs = list(self._chunks())
+                ids = [i for i, _ in pairs]
+                self._index = (_index([t for _, t in pairs]) if ids else None, ids)
+                self._loaded_version = version
+                log.info(
+                    "keyword index rebuilt from the Chroma server: %d chunks in %.1f s "
+                    "(index version %s)",
+                    len(ids),
+                    time.monotonic() - started,
+                    version,
+                )
+            self._checked_at = time.monotonic()
+        finally:
+            self._refreshing.release()
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` best chunk ids for ``query`` with their BM25 scores, best first."""
+        try:
+            self._ensure_loaded()
+        except Exception as e:  # the server or the database is down: dense only
+            log.warning("lexical index unavailable: %s", e)
+            self._checked_at = time.monotonic()  # not retried on every question
             return []
-        k = min(k, len(self._ids))
-        docs, scores = self._bm25.retrieve([tokens], k=k, show_progress=False, n_threads=1)
-        return [
-            (self._ids[int(i)], float(s))
-            for i, s in zip(np.asarray(docs[0]), np.asarray(scores[0]), strict=True)
-            if s > 0
-        ]
+        bm25, ids = self._index
+        return _search(bm25, ids, query, k)
+
+    def version(self) -> str:
+        return self._loaded_version or ""
+
+
+def _index(texts: Iterable[str]):  # -> bm25s.BM25
+    model = _bm25s().BM25()
+    model.index([search_terms(t) or ["\u2205"] for t in texts], show_progress=False)
+    return model
+
+
+def _search(bm25, ids: list[str], query: str, k: int) -> list[tuple[str, float]]:
+    tokens = search_terms(query)
+    if bm25 is None or not tokens:
+        return []
+    k = min(k, len(ids))
+    docs, scores = bm25.retrieve([tokens], k=k, show_progress=False, n_threads=1)
+    return [
+        (ids[int(i)], float(s))
+        for i, s in zip(np.asarray(docs[0]), np.asarray(scores[0]), strict=True)
+        if s > 0
+    ]
 
 
 def _bm25s():  # -> the bm25s module

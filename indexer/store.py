@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -39,23 +40,44 @@ class ScoredChunk:
 class VectorStore:
     """A thin layer over one Chroma collection. Only the indexer calls the writing methods."""
 
-    def __init__(self, path: Path, embedding_model: str, *, create: bool):
+    def __init__(
+        self,
+        path: Path,
+        embedding_model: str,
+        *,
+        create: bool,
+        url: str | None = None,
+        token: str | None = None,
+    ):
+        """The embedded store at ``path``, or, with ``url``, the collection on a ``chroma
+        run`` server (``token`` sent as a bearer token); ``path`` is then only a name."""
         import chromadb
         from chromadb.config import Settings
 
         self.path = path
+        self.url = url
         self.embedding_model = embedding_model
         self.recreated = False
+        where = url or str(path)
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            self.client = chromadb.PersistentClient(
-                path=str(path), settings=Settings(anonymized_telemetry=False)
-            )
+            settings = Settings(anonymized_telemetry=False)
+            if url is not None:
+                u = urlsplit(url)
+                self.client = chromadb.HttpClient(
+                    host=u.hostname or "127.0.0.1",
+                    port=u.port or (443 if u.scheme == "https" else 8000),
+                    ssl=u.scheme == "https",
+                    headers={"Authorization": f"Bearer {token}"} if token else None,
+                    settings=settings,
+                )
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                self.client = chromadb.PersistentClient(path=str(path), settings=settings)
             self.collection = self._open(create)
         except StoreError:
             raise
-        except Exception as e:  # chromadb raises many types for a broken store
-            raise StoreError(f"cannot open the Chroma store at {path}: {e}") from e
+        except Exception as e:  # chromadb raises many types for a broken or absent store
+            raise StoreError(f"cannot open the Chroma store at {where}: {e}") from e
 
     def _open(self, create: bool):  # -> chromadb Collection
         existing = {c.name for c in self.client.list_collections()}
@@ -66,7 +88,8 @@ class VectorStore:
                 return col
             if not create:
                 raise StoreError(
-                    f"the index at {self.path} was built with embedding model {built_with!r}, "
+                    f"the index at {self.url or self.path} was built with embedding model "
+                    f"{built_with!r}, "
                     f"but the config asks for {self.embedding_model!r}; run `kbot sync` to re-index"
                 )
             self.client.delete_collection(COLLECTION)
@@ -81,15 +104,27 @@ class VectorStore:
 
     # -- reading -------------------------------------------------------------------------
 
+    def _absent(self) -> bool:
+        """No collection yet. On a server another process (the worker) may create it after
+        this one started, so a reader looks again rather than staying empty until restart."""
+        if self.collection is None and self.url is not None:
+            try:
+                self.collection = self._open(create=False)
+            except StoreError:
+                raise
+            except Exception as e:
+                raise StoreError(f"cannot reach the Chroma server at {self.url}: {e}") from e
+        return self.collection is None
+
     def count(self) -> int:
-        return 0 if self.collection is None else self.collection.count()
+        return 0 if self._absent() else self.collection.count()
 
     def query(
         self, vector: np.ndarray, k: int, audiences: frozenset[str] | None = None
     ) -> list[ScoredChunk]:
         """The ``k`` nearest chunks, best first, of ``audiences`` only when given (that
         filtered query is much slower). An empty or missing index gives []."""
-        if self.collection is None:
+        if self._absent():
             return []
         where = {"audience": {"$in": sorted(audiences)}} if audiences is not None else None
         try:
@@ -115,7 +150,7 @@ class VectorStore:
 
     def get(self, ids: list[str], vector: np.ndarray) -> list[ScoredChunk]:
         """Chunks by id, scored by cosine similarity to ``vector`` (ids not found are left out)."""
-        if self.collection is None or not ids:
+        if self._absent() or not ids:
             return []
         try:
             got = self.collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])
@@ -131,7 +166,7 @@ class VectorStore:
 
     def chunks(self, ids: list[str]) -> list[Chunk]:
         """Chunks by id, without scores (ids not found are left out)."""
-        if self.collection is None or not ids:
+        if self._absent() or not ids:
             return []
         try:
             got = self.collection.get(ids=ids, include=["documents", "metadatas"])
@@ -144,7 +179,7 @@ class VectorStore:
 
     def all_chunks(self, page: int = 5000) -> Iterator[Chunk]:
         """Every stored chunk, a page at a time (for rebuilding the lexical index)."""
-        if self.collection is None:
+        if self._absent():
             return
         offset = 0
         while True:

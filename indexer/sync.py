@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from config.models import KbotConfig
@@ -40,7 +40,7 @@ from db import Database
 from db.models import IndexedDocument, SyncRun, utcnow
 from indexer.chunking import Chunk, Chunker, chunk_id
 from indexer.embeddings import Embedder
-from indexer.lexical import LexicalIndex
+from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,18 @@ class SyncResult:
         return d
 
 
+def last_change(db: Database) -> int:
+    """The id of the last sync run that changed documents (0 before any): the index
+    version that processes sharing one database and one Chroma server agree on."""
+    with db.session() as s:
+        run = s.scalar(
+            select(func.max(SyncRun.id)).where(
+                SyncRun.added + SyncRun.updated + SyncRun.deleted > 0
+            )
+        )
+    return run or 0
+
+
 def last_successful_run(s: Session, connector: str) -> SyncRun | None:
     return s.scalars(
         select(SyncRun)
@@ -127,7 +139,7 @@ class Indexer:
         store: VectorStore,
         embedder: Embedder,
         progress: ProgressFactory | None = None,
-        lexical: LexicalIndex | None = None,
+        lexical: LexicalIndex | SharedLexicalIndex | None = None,
     ):
         self.config = config
         self.db = db

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import textwrap
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +176,65 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@dataclass
+class ChromaServer:
+    url: str
+    process: subprocess.Popen
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def chroma_server(tmp_path) -> Iterator[ChromaServer]:
+    """A real `chroma run` server (installed with chromadb) on a free port, on its own
+    folder, stopped afterwards."""
+    import shutil
+    import sys
+
+    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    need(Path(exe).exists(), "the `chroma` command (chromadb's server) is not installed")
+    port = _free_port()
+    log = (tmp_path / "chroma.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            exe,
+            "run",
+            "--path",
+            str(tmp_path / "chroma-server"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    need(
+                        False,
+                        "`chroma run` did not start: "
+                        + (tmp_path / "chroma.log").read_text()[-500:],
+                    )
+                time.sleep(0.1)
+        yield ChromaServer(url, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

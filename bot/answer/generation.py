@@ -31,7 +31,7 @@ from config.models import LLMConfig, ModelPrice
 from connectors.http import RetriesExhausted, Retry, RetryPolicy, retry_after_seconds
 from db import Database
 from indexer.chunking import Chunk
-from indexer.lexical import LexicalIndex
+from indexer.lexical import LexicalIndex, SharedLexicalIndex
 
 log = logging.getLogger(__name__)
 
@@ -196,24 +196,12 @@ def normalise_question(question: str) -> str:
     return " ".join(question.casefold().split()).rstrip(" ?!.")
 
 
-def index_version(db: Database, lexical: LexicalIndex) -> str:
+def index_version(db: Database, lexical: LexicalIndex | SharedLexicalIndex) -> str:
     """Changes whenever the index does: the keyword index's version (rebuilt after every
     sync that changed something) and the last sync run that changed documents."""
-    from sqlalchemy import func, select
+    from indexer.sync import last_change
 
-    from db.models import SyncRun
-
-    try:
-        current = (lexical.folder / "CURRENT").read_text().strip()
-    except OSError:
-        current = ""
-    with db.session() as s:
-        run = s.scalar(
-            select(func.max(SyncRun.id)).where(
-                SyncRun.added + SyncRun.updated + SyncRun.deleted > 0
-            )
-        )
-    return f"{current}:{run or 0}"
+    return f"{lexical.version()}:{last_change(db)}"
 
 
 def build_messages(question: str, sources: list[Chunk]) -> list[tuple[str, str]]:

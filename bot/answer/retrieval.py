@@ -23,7 +23,7 @@ from bot.answer.types import PUBLIC
 from config.models import RetrievalConfig
 from indexer.chunking import Chunk
 from indexer.embeddings import Embedder
-from indexer.lexical import LexicalIndex
+from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.store import ScoredChunk, VectorStore
 
 RRF_K = 60
@@ -49,7 +49,7 @@ class Retriever:
         self,
         config: RetrievalConfig,
         store: Callable[[], VectorStore | None],
-        lexical: LexicalIndex | None,
+        lexical: LexicalIndex | SharedLexicalIndex | None,
         embedder: Embedder,
         connector_audiences: Mapping[str, str | frozenset[str]] | None = None,
     ):
@@ -146,6 +146,8 @@ class Retriever:
             ScoredChunk(h.chunk, 0.0, dense=h.dense, lexical=lexical.get(h.chunk.id, 0.0))
             for h in pool.values()
         ]
+        if not hits:  # an empty index (a server no worker has synced into yet)
+            return []
         if mode == "lexical":
             fused = [h.lexical for h in hits]
         elif self.config.fusion == "rrf":
