@@ -13,7 +13,7 @@ from bot.answer.feedback import FeedbackService
 from bot.answer.retrieval import Retriever
 from bot.answer.service import AnsweringService
 from config.models import KbotConfig
-from db import Database
+from db import Database, Pool
 from indexer.embeddings import Embedder, get_embedder
 from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.lock import WriterLock
@@ -30,8 +30,12 @@ class Runtime:
 
     @cached_property
     def db(self) -> Database:
-        db = Database(self.config.storage.sqlalchemy_url)
-        db.migrate()
+        storage = self.config.storage
+        db = Database(storage.sqlalchemy_url, Pool(**storage.pool.model_dump()))
+        if storage.migrates:
+            db.migrate()
+        else:
+            db.check_schema()
         return db
 
     @cached_property

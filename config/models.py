@@ -49,6 +49,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PoolConfig(_Section):
+    """The SQL connection pool (PostgreSQL and other servers; SQLite has none to size)."""
+
+    size: int = Field(default=5, ge=1, le=200, description="connections kept open per process")
+    max_overflow: int = Field(
+        default=10, ge=0, le=500, description="extra connections opened under load"
+    )
+    timeout_s: float = Field(
+        default=30, gt=0, le=600, description="wait for a free connection before failing"
+    )
+    recycle_s: int = Field(
+        default=1800, ge=-1, description="reopen connections older than this (-1: never)"
+    )
+    retry_s: float = Field(
+        default=15,
+        ge=0,
+        le=300,
+        description="how long a write whose connection was lost is retried (a restart)",
+    )
+
+
 class StorageConfig(_Section):
     data_dir: Path = Field(
         default=Path(".kbot"),
@@ -66,6 +87,12 @@ class StorageConfig(_Section):
     chroma_token: SecretStr | None = Field(
         default=None, description="the Chroma server's auth token; ${ENV}"
     )
+    auto_migrate: bool | None = Field(
+        default=None,
+        description="migrate the schema at start-up; default: yes on SQLite, no elsewhere "
+        "(run `kbot db upgrade`)",
+    )
+    pool: PoolConfig = Field(default_factory=PoolConfig)
 
     @field_validator("data_dir")
     @classmethod
@@ -87,6 +114,13 @@ class StorageConfig(_Section):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'kbot.db'}"
+
+    @property
+    def migrates(self) -> bool:
+        """Whether processes bring the schema up to date themselves at start-up."""
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.sqlalchemy_url.startswith("sqlite")
 
     @field_validator("chroma_url")
     @classmethod

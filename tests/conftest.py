@@ -115,7 +115,7 @@ def pg_schema(prefix: str = "kbot_test") -> Iterator[str]:
     from sqlalchemy import create_engine, text
 
     schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
+    admin = create_engine(PG_URL, pool_pre_ping=True)  # survives a restart in a test
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
@@ -124,6 +124,16 @@ def pg_schema(prefix: str = "kbot_test") -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def migrated(url: str) -> str:
+    """``url`` after ``kbot db upgrade``: kbot itself migrates only SQLite at start-up."""
+    db = Database(url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    return url
 
 
 @pytest.fixture

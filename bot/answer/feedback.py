@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from db import Database
 from db.models import AnswerMessage, Feedback, QueryRecord, utcnow
@@ -53,28 +54,34 @@ class FeedbackService:
             return self._upsert(query_id, vote, user, reason)
 
     def _upsert(self, query_id: str, vote: str, user: str, reason: str | None) -> Vote:
-        with self.db.session() as s:
+        def upsert(s: Session) -> bool:
             if s.get(QueryRecord, query_id) is None:
                 raise UnknownQuery(f"no answer with query id {query_id!r}")
             row = s.scalars(
                 select(Feedback).where(Feedback.query_id == query_id, Feedback.user_id == user)
             ).first()
-            changed = row is not None
             if row is None:
                 s.add(Feedback(query_id=query_id, user_id=user, vote=vote, reason=reason))
             else:
                 row.vote, row.reason, row.updated_at = vote, reason, utcnow()
+            return row is not None
+
+        # An upsert, so running it again after a lost connection records one vote.
+        changed = self.db.write(upsert, "record a vote")
         return Vote(query_id, user, vote, reason, changed)
 
     def link_message(self, platform: str, message_id: str, query_id: str) -> None:
         """Remember that ``query_id``'s answer was posted as ``message_id``; the latest
         answer posted under an id is the one its votes belong to."""
-        with self.db.session() as s:
+
+        def link(s: Session) -> None:
             row = s.get(AnswerMessage, (platform, message_id))
             if row is None:
                 s.add(AnswerMessage(platform=platform, message_id=message_id, query_id=query_id))
             else:
                 row.query_id = query_id
+
+        self.db.write(link, "link the answer's message")
 
     def query_of_message(self, platform: str, message_id: str) -> str | None:
         """The query id whose answer was posted as ``message_id``, if kbot posted it."""

@@ -348,8 +348,9 @@ class AnsweringService:
             standalone_question=answer.standalone_question,
             condense_fallback=answer.condense_fallback,
         )
-        with self.db.session() as s:
-            s.add(record)
+        # Retried on a new connection when the database restarts under it; merge, so a
+        # commit whose acknowledgement was lost is not written twice.
+        self.db.write(lambda s: s.merge(record), "log the question")
 
 
 def _unknown_names(question: str, hits: list[ScoredChunk]) -> list[str]:

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from db import Database
 from db.models import PlatformEvent, utcnow
@@ -26,12 +27,15 @@ class Deliveries:
 
     def claim(self, platform: str, event_key: str) -> bool:
         """True for the first delivery of ``event_key``, False for every later one."""
+
+        def claim(s: Session) -> None:
+            s.execute(delete(PlatformEvent).where(PlatformEvent.created_at < utcnow() - self.keep))
+            s.add(PlatformEvent(platform=platform, event_key=event_key[:255]))
+
         try:
-            with self.db.session() as s:
-                s.execute(
-                    delete(PlatformEvent).where(PlatformEvent.created_at < utcnow() - self.keep)
-                )
-                s.add(PlatformEvent(platform=platform, event_key=event_key[:255]))
+            # The key is unique in SQL, so this holds across web processes; a retry after a
+            # lost connection whose commit did land reads as a redelivery (not answered twice).
+            self.db.write(claim, "claim a delivery")
         except IntegrityError:
             return False
         return True

@@ -36,7 +36,7 @@ from tests.bot.fake_slack import (
     signed_headers,
 )
 from tests.bot.servers import runbook_connector, send, serve, write_runbooks
-from tests.conftest import make_config
+from tests.conftest import make_config, migrated
 
 ROTATE_Q = "How do I rotate the password of the message queue?"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -45,7 +45,7 @@ SLACK_ENV = {"SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_BOT_TOKEN": BOT_TOKE
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request) -> str | None:
-    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    return None if request.param == "sqlite" else migrated(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

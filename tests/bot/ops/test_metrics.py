@@ -22,7 +22,7 @@ from config import KbotConfig
 from db.models import SyncRun
 from tests.bot.fake_openai import completion, fake_openai
 from tests.bot.servers import RUNBOOKS, runbook_connector, send, serve, write_runbooks
-from tests.conftest import make_config
+from tests.conftest import make_config, migrated
 
 ROTATE_Q = "How do I rotate the password of the message queue?"
 OFF_TOPIC_Q = "What flour to water ratio makes a good sourdough starter?"
@@ -68,7 +68,7 @@ class Served:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request) -> str | None:
-    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    return None if request.param == "sqlite" else migrated(request.getfixturevalue("pg_url"))
 
 
 def configure(tmp_path: Path, database_url: str | None, **sections: Any) -> tuple[KbotConfig, Path]:

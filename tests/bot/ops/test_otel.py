@@ -32,7 +32,7 @@ from bot.server import create_app
 from config.models import ObservabilityConfig
 from tests.bot.fake_openai import FakeOpenAI, completion, error, fake_openai
 from tests.bot.servers import runbook_connector, send, serve, write_runbooks
-from tests.conftest import make_config
+from tests.conftest import make_config, migrated
 
 ROTATE_Q = "How do I rotate the password of the message queue?"
 GOOD = "Generate a new password with `mq-admin passwd --user orders` [1]."
@@ -40,7 +40,7 @@ GOOD = "Generate a new password with `mq-admin passwd --user orders` [1]."
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request) -> str | None:
-    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    return None if request.param == "sqlite" else migrated(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

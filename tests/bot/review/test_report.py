@@ -28,7 +28,7 @@ from bot.server import create_app
 from db.models import utcnow
 from tests.bot.fake_openai import FakeOpenAI, completion
 from tests.bot.servers import ROTATE_DOC, runbook_connector, send, serve, write_runbooks
-from tests.conftest import make_config, pg_schema
+from tests.conftest import make_config, migrated, pg_schema
 
 ROTATE_Q = "How do I rotate the password of the message queue?"
 # User input with markup in it: every rendering must show it as text.
@@ -92,7 +92,7 @@ def database_url(kind: str, folder: Path) -> Iterator[str]:
         yield f"sqlite:///{folder / 'kbot.db'}"
     else:
         with pg_schema("kbot_report") as url:
-            yield url
+            yield migrated(url)
 
 
 @contextmanager
