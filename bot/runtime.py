@@ -12,13 +12,18 @@ from functools import cached_property
 from bot.answer.feedback import FeedbackService
 from bot.answer.retrieval import Retriever
 from bot.answer.service import AnsweringService
-from config.models import KbotConfig
+from config.models import KbotConfig, StorageConfig
 from db import Database, Pool
 from indexer.embeddings import Embedder, get_embedder
 from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.lock import WriterLock
 from indexer.store import VectorStore
 from indexer.sync import Indexer, ProgressFactory, last_change
+
+
+def open_database(storage: StorageConfig) -> Database:
+    """The configured database with its pool settings, neither migrated nor checked."""
+    return Database(storage.sqlalchemy_url, Pool(**storage.pool.model_dump()))
 
 
 class Runtime:
@@ -31,7 +36,7 @@ class Runtime:
     @cached_property
     def db(self) -> Database:
         storage = self.config.storage
-        db = Database(storage.sqlalchemy_url, Pool(**storage.pool.model_dump()))
+        db = open_database(storage)
         if storage.migrates:
             db.migrate()
         else:

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -88,9 +88,7 @@ class Database:
             try:
                 with self.session() as s:
                     return work(s)
-            except IntegrityError:
-                raise
-            except DBAPIError as e:
+            except DBAPIError as e:  # an IntegrityError is not transient: raised at once
                 if not _transient(e) or time.monotonic() + delay > deadline:
                     raise
                 log.warning(
@@ -121,13 +119,14 @@ class Database:
         """Refuse a database that is not at this kbot's newest migration."""
         from alembic.script import ScriptDirectory
 
-        head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
+        script = ScriptDirectory.from_config(alembic_config(self.url))
+        head = script.get_current_head()
         current = self.revision()
         if current == head:
             return
         if current is None:
             state = "has no kbot schema yet"
-        elif current in _revisions():
+        elif current in {r.revision for r in script.walk_revisions()}:
             state = f"is at schema revision {current}, this kbot needs {head}"
         else:
             state = f"is at schema revision {current}, which this kbot does not know (newer?)"
@@ -179,13 +178,6 @@ def _first_line(e: BaseException) -> str:
     orig = getattr(e, "orig", None) or e
     text = str(orig).strip().splitlines()
     return text[0] if text else type(orig).__name__
-
-
-def _revisions() -> set[str]:
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    return {r.revision for r in script.walk_revisions()}
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001

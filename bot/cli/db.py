@@ -9,10 +9,9 @@ from bot.cli.main import State, cli
 
 
 def _database(state: State):  # -> db.Database
-    from db import Database, Pool
+    from bot.runtime import open_database
 
-    storage = state.config.storage
-    return Database(storage.sqlalchemy_url, Pool(**storage.pool.model_dump()))
+    return open_database(state.config.storage)
 
 
 @cli.group()
