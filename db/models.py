@@ -15,9 +15,11 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
+    Unicode,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -174,3 +176,14 @@ class AnswerMessage(Base):
         String(32), ForeignKey("queries.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SchedulerJob(Base):
+    """``kbot worker``'s APScheduler job store (``SQLAlchemyJobStore``'s own table layout),
+    so the schedule survives restarts and lives with the other state, not on a disk."""
+
+    __tablename__ = "kbot_scheduler_jobs"
+
+    id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True, nullable=True)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

@@ -42,6 +42,7 @@ from indexer.chunking import Chunk, Chunker, chunk_id
 from indexer.embeddings import Embedder
 from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.store import VectorStore
+from indexer.sync_lock import HELD, SyncLock
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class SyncResult:
     failed: int = 0
     chunks: int = 0
     error: str | None = None
+    # Set when the sync did not run because another process was syncing this connector.
+    skipped: str | None = None
     problems: list[str] = field(default_factory=list)
     # Files the connector's ``include`` matched that kbot does not read, by type.
     skipped_types: dict[str, int] = field(default_factory=dict)
@@ -148,6 +151,7 @@ class Indexer:
         self.embedder = embedder
         self.chunker = Chunker(config.indexer.chunk_size, config.indexer.chunk_overlap)
         self.progress = progress or (lambda _name, _total: Progress())
+        self.locks = SyncLock(db, config.storage.data_dir)
         if store.recreated:
             # A new collection (first run, lost data dir, or another embedding model):
             # every document must be embedded again.
@@ -192,6 +196,15 @@ class Indexer:
                 r.problems.append(f"keyword index not rebuilt ({type(e).__name__}: {e})")
 
     def _sync_run(
+        self, cfg: ConnectorConfig, *, full: bool = False, allow_mass_delete: bool = False
+    ) -> SyncResult:
+        with self.locks.hold(cfg.name) as held:
+            if not held:
+                log.warning("sync of %s skipped: %s", cfg.name, HELD)
+                return SyncResult(cfg.name, skipped=HELD)
+            return self._locked_run(cfg, full=full, allow_mass_delete=allow_mass_delete)
+
+    def _locked_run(
         self, cfg: ConnectorConfig, *, full: bool = False, allow_mass_delete: bool = False
     ) -> SyncResult:
         result = SyncResult(cfg.name)

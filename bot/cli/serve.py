@@ -44,13 +44,20 @@ def serve(
 @cli.command()
 @click.pass_obj
 def worker(state: State) -> None:
-    """Run scheduled syncs only, in the foreground."""
+    """Run scheduled syncs (and the report digest) only, in the foreground.
+
+    The schedule is kept in the database. Run one worker: a second one on the same
+    database skips every sync the first is running, and says so."""
     from bot.review.digest import digest_jobs
     from indexer.scheduler import build_scheduler
 
     rt = state.runtime()
     jobs = digest_jobs(state.config, rt.db)
-    scheduler = build_scheduler(state.config, rt.indexer, blocking=True, jobs=jobs)
-    log.info("worker started with %d connector job(s)", len(state.config.connectors))
+    scheduler = build_scheduler(state.config, rt.indexer, blocking=True, jobs=jobs, store=rt.db)
+    log.info(
+        "worker started with %d connector job(s); schedule kept in %s",
+        len(state.config.connectors),
+        rt.db.where,
+    )
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
         scheduler.start()

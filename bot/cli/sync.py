@@ -37,6 +37,9 @@ def sync(
         click.echo(json.dumps({"connectors": [r.as_json() for r in results]}, indent=2))
     else:
         for r in results:
+            if r.skipped:
+                click.echo(f"{r.name}: skipped ({r.skipped})")
+                continue
             status = "ok" if r.ok else "FAILED"
             click.echo(
                 f"{r.name}: {status}  added {r.added}, updated {r.updated}, deleted {r.deleted}, "

@@ -116,10 +116,12 @@ def digest_jobs(config: KbotConfig, db: Database) -> list[Callable[[BaseSchedule
 def schedule_digest(scheduler: BaseScheduler, config: KbotConfig, db: Database) -> None:
     """Add the digest job to ``scheduler`` (only call it when the digest has a channel)."""
     cfg = config.reports.digest
+    key = str(config.storage.data_dir)
+    _SCHEDULED[key] = (config, db)
     scheduler.add_job(
-        _run,
+        run_scheduled,
         trigger=cfg.trigger(),
-        args=[config, db],
+        args=[key],
         id="digest",
         name="report digest",
         replace_existing=True,
@@ -127,7 +129,17 @@ def schedule_digest(scheduler: BaseScheduler, config: KbotConfig, db: Database) 
     log.info("report digest scheduled at %r (%s)", cfg.schedule, cfg.timezone)
 
 
-def _run(config: KbotConfig, db: Database) -> None:
+# What a stored digest job posts with, by data directory: a job in the worker's database
+# job store names only its function and a string (indexer.scheduler).
+_SCHEDULED: dict[str, tuple[KbotConfig, Database]] = {}
+
+
+def run_scheduled(key: str) -> None:
+    """The scheduled digest of the config registered under ``key``."""
+    if key not in _SCHEDULED:
+        log.error("report digest not posted: no config for %s in this process", key)
+        return
+    config, db = _SCHEDULED[key]
     try:
         posted = send_digest(config, db)
     except Exception:

@@ -46,6 +46,7 @@ door badge. Electric bikes may be charged at the two sockets by the entrance.
 }
 SYNC_KEYS = {
     "name",
+    "skipped",
     "added",
     "updated",
     "deleted",
@@ -137,6 +138,7 @@ def test_sync_json_counts_changes(config_file, kb):
         "failed": 0,
         "chunks": chunks,
         "error": None,
+        "skipped": None,
         "skipped_types": {},
     }
     # A second invocation in the same process must get the writer lock again.
