@@ -121,6 +121,8 @@ def main() -> None:
             {
                 "storage": {"data_dir": str(Path(tmp) / "data")},
                 "slack": {"api_base_url": fake_url + "api/"},
+                # One simulated user asks every mention: the limit is not what is measured.
+                "rate_limits": {"per_user": None, "per_channel": None},
                 "connectors": [
                     {"name": "sample", "type": "filesystem", "path": str(REPO / "knowledge")}
                 ],

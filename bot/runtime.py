@@ -8,8 +8,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from functools import cached_property
+from typing import Any
 
 from bot.answer.feedback import FeedbackService
+from bot.answer.generation import AnswerCache
+from bot.answer.limits import MemoryCounter, RateLimiter, RedisCounter
 from bot.answer.retrieval import Retriever
 from bot.answer.service import AnsweringService
 from config.models import KbotConfig, StorageConfig
@@ -90,8 +93,38 @@ class Runtime:
         if self.config.llm is not None:
             from bot.answer.generation import Generator, index_version
 
-            generator = Generator(self.config.llm, lambda: index_version(self.db, self.lexical))
-        return AnsweringService(self.config.answering, retriever, self.db, generator)
+            generator = Generator(
+                self.config.llm,
+                lambda: index_version(self.db, self.lexical),
+                cache=self.answer_cache,
+            )
+        return AnsweringService(
+            self.config.answering, retriever, self.db, generator, limiter=self.limiter
+        )
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        """Questions per user and channel, counted in Redis when configured."""
+        counter = MemoryCounter() if self.redis is None else RedisCounter(self.redis)
+        return RateLimiter(self.config.rate_limits, counter)
+
+    @cached_property
+    def redis(self) -> Any:  # -> redis.Redis | None
+        """The client of storage.redis_url, checked with a PING; None without one."""
+        if self.config.storage.redis_url is None:
+            return None
+        from bot.ops.shared import connect
+
+        return connect(self.config.storage.redis_url)
+
+    @property
+    def answer_cache(self) -> AnswerCache:
+        """Generated answers: in Redis when configured, shared by every web process."""
+        if self.redis is None:
+            return AnswerCache()
+        from bot.ops.shared import RedisAnswerCache
+
+        return RedisAnswerCache(self.redis)
 
     @property
     def all_audiences(self) -> frozenset[str]:

@@ -87,6 +87,11 @@ class StorageConfig(_Section):
     chroma_token: SecretStr | None = Field(
         default=None, description="the Chroma server's auth token; ${ENV}"
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis (redis://host:6379/0) for state web processes share: the generated "
+        "answer cache; default: each process keeps its own",
+    )
     auto_migrate: bool | None = Field(
         default=None,
         description="migrate the schema at start-up; default: yes on SQLite, no elsewhere "
@@ -135,6 +140,15 @@ class StorageConfig(_Section):
         except ValueError as e:
             raise ValueError(f"has a bad port: {v!r}") from e
         return v.strip().rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None  # an unset ${REDIS_URL:-}
+        if urlsplit(v.strip()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, not {v!r}")
+        return v.strip()
 
     @field_validator("chroma_token")
     @classmethod
@@ -534,6 +548,22 @@ class ObservabilityConfig(_Section):
     )
 
 
+class RateLimitConfig(_Section):
+    """How many questions the bot answers per user and per channel in a window; over it,
+    the asker gets a friendly note saying when to try again. Counted in Redis when
+    ``storage.redis_url`` is set (across web processes), else per process."""
+
+    per_user: int | None = Field(
+        default=30, ge=1, description="questions from one person per window; null: no limit"
+    )
+    per_channel: int | None = Field(
+        default=120,
+        ge=1,
+        description="questions in one channel or chat per window; null: no limit",
+    )
+    window_s: int = Field(default=60, ge=1, le=86400, description="the window, in seconds")
+
+
 class KbotConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -547,6 +577,7 @@ class KbotConfig(_Section):
         default=None, description="a chat model for generated answers; none: extractive"
     )
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     connectors: list[ConnectorConfig] = Field(default_factory=list)
     # Where this config was read from, for messages.

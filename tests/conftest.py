@@ -248,3 +248,29 @@ def chroma_server(tmp_path) -> Iterator[ChromaServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+REDIS_URL = os.environ.get("KBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The local Redis (database 15), with kbot's keys cleared before and after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        need(False, f"Redis is not running at {REDIS_URL} ({e})")
+
+    def clear() -> None:
+        for key in client.scan_iter("kbot:*"):
+            client.delete(key)
+
+    clear()
+    try:
+        yield REDIS_URL
+    finally:
+        clear()
+        client.close()

@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 from bot.answer import answer_type, events, procedures, threads
+from bot.answer.limits import RateLimiter
 from bot.answer.passages import (
     blocks,
     choose,
@@ -64,8 +65,10 @@ class AnsweringService:
         retriever: Retriever,
         db: Database,
         generator: Generator | None = None,
+        limiter: RateLimiter | None = None,
     ):
         self.config = config
+        self.limiter = limiter
         self.retriever = retriever
         self.db = db
         # Without one, answers are extractive; with one, the extractive answer is what the
@@ -98,6 +101,8 @@ class AnsweringService:
     def _ask(self, question: str, requester: Requester | None) -> Answer:
         q = self.validate(question)
         requester = requester or Requester()
+        if self.limiter is not None:
+            self.limiter.check(requester)  # raises RateLimited, a QuestionError
         t0 = time.perf_counter()
         history = self.history(requester)
         th = time.perf_counter()

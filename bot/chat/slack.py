@@ -33,6 +33,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.answer.feedback import FeedbackError
+from bot.answer.limits import RateLimited
 from bot.answer.request_ids import fresh_context
 from bot.answer.types import Answer, QuestionError, Requester
 from bot.chat import slack_blocks as kit
@@ -266,6 +267,16 @@ class SlackAdapter:
             question = question_text(event.get("text") or "", bot_user_id)
             try:
                 answer = await asyncio.to_thread(self.runtime.answering.ask, question, requester)
+            except RateLimited as e:
+                # Slack's way for a notice to one person: visible only to them, in the thread.
+                log.info("Slack question from %s in %s refused: %s", user, channel, e)
+                await self._call(
+                    "chat.postEphemeral",
+                    channel=channel,
+                    user=user,
+                    thread_ts=thread_ts,
+                    text=f":hourglass_flowing_sand: {e}",
+                )
             except QuestionError as e:
                 log.info("Slack question from %s in %s refused: %s", user, channel, e)
                 await self._post(channel, thread_ts, str(e))

@@ -17,6 +17,7 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from bot.answer.feedback import FeedbackError, UnknownQuery
+from bot.answer.limits import RateLimited
 from bot.answer.types import QuestionError, Requester
 from bot.runtime import Runtime
 
@@ -129,6 +130,10 @@ async def api_ask(request: web.Request) -> web.Response:
     try:
         # Embedding, the store and the database are blocking: keep them off the event loop.
         answer = await asyncio.to_thread(lambda: rt.answering.ask(question, requester))
+    except RateLimited as e:
+        return web.json_response(
+            {"error": str(e)}, status=429, headers={"Retry-After": str(e.retry_after_s)}
+        )
     except QuestionError as e:
         return _error(400, str(e))
     data = answer.as_json()

@@ -17,6 +17,7 @@ log = logging.getLogger("kbot")
 def _known_errors() -> tuple[type[Exception], ...]:
     from bot.answer.feedback import FeedbackError
     from bot.answer.types import QuestionError
+    from bot.ops.shared import RedisUnavailable
     from db import DatabaseError
     from indexer.embeddings import EmbeddingError
     from indexer.lock import IndexLockedError
@@ -30,6 +31,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
         EmbeddingError,
         IndexLockedError,
         StoreError,
+        RedisUnavailable,
     )
 
 

@@ -32,8 +32,10 @@ def serve(
     from bot.server import run_server
 
     cfg = state.config
+    rt = state.runtime()
+    rt.redis  # noqa: B018 - an unreachable Redis stops start-up with one line
     run_server(
-        state.runtime(),
+        rt,
         host or cfg.server.host,
         cfg.server.port if port is None else port,
         scheduler=not no_scheduler,
@@ -52,6 +54,7 @@ def worker(state: State) -> None:
     from indexer.scheduler import build_scheduler
 
     rt = state.runtime()
+    rt.redis  # noqa: B018 - an unreachable Redis stops start-up with one line
     jobs = digest_jobs(state.config, rt.db)
     scheduler = build_scheduler(state.config, rt.indexer, blocking=True, jobs=jobs, store=rt.db)
     log.info(

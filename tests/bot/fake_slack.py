@@ -210,6 +210,9 @@ class FakeSlack:
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         return {"channel": p.get("channel"), "ts": ts, "message": self._message(p, ts)}
 
+    def _chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
+
     def _chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
         return {
             "channel": p.get("channel"),

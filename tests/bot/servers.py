@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,7 @@ class Reply:
     status: int
     content_type: str
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -117,7 +118,7 @@ def send(req: urllib.request.Request) -> Reply:
     """Send ``req``; an error status is a reply to assert on, not an exception."""
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return Reply(r.status, r.headers.get_content_type(), r.read())
+            return Reply(r.status, r.headers.get_content_type(), r.read(), dict(r.headers))
     except urllib.error.HTTPError as e:
         with e:
-            return Reply(e.code, e.headers.get_content_type(), e.read())
+            return Reply(e.code, e.headers.get_content_type(), e.read(), dict(e.headers))

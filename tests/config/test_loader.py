@@ -487,3 +487,12 @@ def test_parse_schedule(value, parsed):
 def test_parse_schedule_rejects(value):
     with pytest.raises(ValueError):
         parse_schedule(value)
+
+
+def test_redis_url_is_a_redis_url_and_an_unset_variable_means_none(tmp_path):
+    good = write(tmp_path, "storage:\n  redis_url: ${REDIS_URL:-}\n")
+    assert load_config(good, env={}).storage.redis_url is None
+    url = "redis://:pw@127.0.0.1:6379/2"
+    assert load_config(good, env={"REDIS_URL": url}).storage.redis_url == url
+    bad = write(tmp_path, "storage:\n  redis_url: http://127.0.0.1:6379\n", "bad.yaml")
+    assert_names(error_for(bad), "storage.redis_url", "redis://", "http://127.0.0.1:6379")

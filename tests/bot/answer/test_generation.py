@@ -496,3 +496,66 @@ def test_kbot_eval_compares_the_extractive_answerer_with_the_model(
     text = CliRunner().invoke(cli, [*args, "--compare", str(config)])
     assert text.exit_code == 0, text.output
     assert "cost_usd total" in text.stdout and "generated" in text.stdout
+
+
+def test_with_redis_a_second_web_process_serves_the_first_ones_cached_answer(
+    setup: Setup, fake: FakeOpenAI, runtime_factory, redis_url: str
+) -> None:
+    def web_process(name: str) -> Runtime:
+        return runtime_factory(
+            make_config(
+                setup.base,
+                [runbook_connector(setup.kb)],
+                llm=llm(fake),
+                storage={"data_dir": str(setup.base / "data"), "redis_url": redis_url},
+            )
+        )
+
+    first, second = web_process("a"), web_process("b")
+    answer, _ = ask(first)
+    assert answer.mode == "generated" and not answer.cache_hit
+    fake.script = [completion("A different wording [1].")]
+    again, _ = ask(second)  # another Runtime, its own Redis connection
+    assert again.cache_hit and again.text == answer.text == GOOD
+    assert again.citations == answer.citations
+    assert len(fake.requests) == 1
+
+
+def test_a_redis_that_fails_later_degrades_to_the_process_cache(
+    setup: Setup, fake: FakeOpenAI, runtime_factory, redis_url: str, caplog
+) -> None:
+    rt = runtime_factory(
+        make_config(
+            setup.base,
+            [runbook_connector(setup.kb)],
+            llm=llm(fake),
+            storage={"data_dir": str(setup.base / "data"), "redis_url": redis_url},
+        )
+    )
+    import redis
+
+    cache = rt.answering.generator.cache
+    assert cache.client.ping()  # it was up at start-up
+    # Redis "goes away": the client now points at a port nothing listens on.
+    cache.client = redis.Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.5)
+    with caplog.at_level("WARNING", logger="bot.ops.shared"):
+        first, _ = ask(rt)
+        again, _ = ask(rt)
+    assert first.mode == "generated" and again.cache_hit and len(fake.requests) == 1
+    assert caplog.text.count("answers are cached in this process meanwhile") == 1
+
+
+def test_an_unreachable_redis_stops_serve_and_worker_with_one_line(setup: Setup) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    config = setup.base / "redis-down.yaml"
+    config.write_text(
+        f"storage:\n  data_dir: {setup.base / 'redis-down'}\n  redis_url: redis://127.0.0.1:9/0\n"
+    )
+    for command in (["serve", "--port", "0"], ["worker"]):
+        result = CliRunner().invoke(cli, ["--config", str(config), *command])
+        assert result.exit_code == 1, result.output
+        [line] = result.output.strip().splitlines()
+        assert line.startswith("Error: cannot reach Redis at redis://127.0.0.1:9/0"), line

@@ -143,7 +143,10 @@ def knowledge_config(tmp, fake_url: str, **slack: Any):
         },
     ]
     slack = {"api_base_url": fake_url + "api/", **slack}
-    return make_config(tmp, connectors, slack=slack)
+    # The module asks dozens of questions as one user within seconds, far over the default
+    # per-user limit; the limit has a test of its own.
+    no_limits = {"per_user": None, "per_channel": None}
+    return make_config(tmp, connectors, slack=slack, rate_limits=no_limits)
 
 
 @pytest.fixture(scope="module")
@@ -845,3 +848,28 @@ def test_long_answers_are_split_within_slack_block_limits() -> None:
     assert all(b.get("block_id") != FEEDBACK_BLOCK for m in messages[:-1] for b in m)
     assert messages[-1][-1]["block_id"] == FEEDBACK_BLOCK
     assert any("*Sources*" in b.get("text", {}).get("text", "") for b in messages[-1])
+
+
+def test_a_user_over_the_rate_limit_is_told_privately_when_to_try_again(
+    slack: Slack, loop: Loop
+) -> None:
+    limits = slack.rt.config.rate_limits.model_copy(update={"per_user": 2, "per_channel": None})
+    cfg = slack.rt.config.model_copy(update={"rate_limits": limits})
+    channel = "C0RATELIMIT"
+    rt = Runtime(cfg)
+    try:
+        app = create_app(rt)
+        adapter = mount(app, rt, env=ENV)
+        with serving(loop, app) as url:
+            limited = Slack(rt, slack.fake, loop, url, adapter)
+            asked = [mention(ROTATE_QUESTION, channel, user="U0RATE") for _ in range(3)]
+            first, second, third = (limited.ask(e) for e in asked)
+    finally:
+        rt.close()
+    assert len(first) == 1 and len(second) == 1
+    assert third == []  # nothing posted in the thread for everyone to see
+    [note] = slack.fake.of("chat.postEphemeral", channel=channel)
+    assert note.params["user"] == "U0RATE" and note.params["thread_ts"] == asked[2]["ts"]
+    assert "You've asked 2 questions in the last minute" in note.params["text"]
+    assert "try again in" in note.params["text"]
+    assert len(slack.queries_in(channel)) == 2  # the refused question is not logged

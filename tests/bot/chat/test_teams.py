@@ -120,7 +120,12 @@ def kb(tmp_path_factory, embedder) -> Iterator[KnowledgeBase]:
 
 
 @contextmanager
-def bot_server(kb: KnowledgeBase, env: dict[str, str] | None = None, **teams_config: Any):
+def bot_server(
+    kb: KnowledgeBase,
+    env: dict[str, str] | None = None,
+    rate_limits: dict[str, Any] | None = None,
+    **teams_config: Any,
+):
     """kbot's app over the synced index, with this Teams config and MICROSOFT_APP_* env."""
     cfg = {
         "channels": {SRE_CHANNEL: ["sre"]},
@@ -128,7 +133,8 @@ def bot_server(kb: KnowledgeBase, env: dict[str, str] | None = None, **teams_con
         "working_after_s": 10,
         **teams_config,
     }
-    rt = Runtime(make_config(kb.tmp, kb.connectors, teams=cfg))
+    limits = {"rate_limits": rate_limits} if rate_limits is not None else {}
+    rt = Runtime(make_config(kb.tmp, kb.connectors, teams=cfg, **limits))
     try:
         with pytest.MonkeyPatch.context() as mp:
             for name in APP_ENV:
@@ -921,3 +927,17 @@ def test_a_personal_chat_is_one_thread(bot, connector) -> None:
         ).all()
         assert [r.question for r in rows] == [QUEUE_QUESTION, FOLLOW_UP]
         assert rows[1].follows == rows[0].id
+
+
+def test_a_user_over_the_rate_limit_is_told_in_the_chat_when_to_try_again(kb, connector):
+    with bot_server(kb, rate_limits={"per_user": 1, "per_channel": None}) as limited:
+        first = teams.personal_message(connector.url, QUEUE_QUESTION, user="quinn")
+        again = teams.personal_message(connector.url, QUEUE_QUESTION, user="quinn")
+        assert limited.post(first).status == 200
+        assert limited.post(again).status == 200
+        answer, note = connector.messages()
+        assert limited.query_of("quinn").question == QUEUE_QUESTION
+    assert note.conversation_id == answer.conversation_id
+    assert note.body["text"].startswith("You've asked 1 question in the last minute")
+    assert "try again in" in note.body["text"]
+    assert not note.body.get("attachments")  # a plain note, not an answer card

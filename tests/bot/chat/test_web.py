@@ -283,3 +283,23 @@ def test_a_malformed_conversation_id_is_refused(chat: Chat, conversation: Any) -
     assert reply.status == 400
     assert "'conversation' must be an id" in reply.json()["error"]
     assert chat.query_count() == before
+
+
+def test_a_web_user_over_the_rate_limit_gets_429_with_retry_after(chat: Chat) -> None:
+    limits = chat.rt.config.rate_limits.model_copy(update={"per_user": 1})
+    rt = Runtime(chat.rt.config.model_copy(update={"rate_limits": limits}))
+    try:
+        with serve(create_app(rt)) as url:
+            limited = Chat(rt, url)
+            before = limited.query_count()
+            assert limited.ask(ROTATE_QUESTION, user="web-rate")["query_id"]
+            reply = limited.post("api/ask", {"question": ROTATE_QUESTION, "user": "web-rate"})
+            assert limited.ask(ROTATE_QUESTION, user="web-other")["query_id"]
+            after = limited.query_count()
+    finally:
+        rt.close()
+    assert reply.status == 429
+    assert 1 <= int(reply.headers["Retry-After"]) <= 60
+    assert reply.json()["error"].startswith("You've asked 1 question in the last minute,")
+    assert "try again in" in reply.json()["error"]
+    assert after == before + 2
