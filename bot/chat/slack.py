@@ -30,6 +30,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.answer.feedback import FeedbackError
@@ -146,6 +147,10 @@ class SlackAdapter:
             # acknowledges: by then every task is registered (see ``drain``).
             process_before_response=True,
         )
+        # Socket Mode has no signing secret: nothing arrives at /slack/events to verify.
+        self._verifier = (
+            SignatureVerifier(credentials.signing_secret) if credentials.signing_secret else None
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._socket_handler: Any = None
         self._socket_task: asyncio.Task[None] | None = None
@@ -165,9 +170,26 @@ class SlackAdapter:
             body = await _read_body(request, MAX_BODY)
         except _TooLarge:
             return web.json_response({"error": "request body too large"}, status=413)
-        bolt_request = AsyncBoltRequest(
-            body=body, query=request.query_string, headers=dict(request.headers)
-        )
+        except UnicodeDecodeError:
+            return web.json_response({"error": "the body is not UTF-8 text"}, status=400)
+        if self._verifier is None or not self._verifier.is_valid_request(
+            body, dict(request.headers)
+        ):
+            # bolt checks again; checked first here so a forged body is 401, whatever it is.
+            return web.json_response({"error": "invalid request signature"}, status=401)
+        if (problem := _unreadable(body, request.content_type)) is not None:
+            # bolt assumes a JSON object; anything else would crash it into a 500.
+            log.info("Slack request refused: %s", problem)
+            return web.json_response({"error": problem}, status=400)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=body, query=request.query_string, headers=dict(request.headers)
+            )
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
+            # bolt reads fields of the shapes Slack sends (event.channel, a user object...);
+            # a body of another shape is not from Slack.
+            log.info("Slack request refused: unexpected shape (%s: %s)", type(e).__name__, e)
+            return web.json_response({"error": "not a request Slack sends"}, status=400)
         return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
 
     async def start_socket_mode(self, _app: web.Application | None = None) -> None:
@@ -439,3 +461,45 @@ def mount(
         log.info("Slack: events at %s", EVENTS_PATH)
     app.on_shutdown.append(adapter.close)
     return adapter
+
+
+def _unreadable(body: str, content_type: str | None) -> str | None:
+    """Why a request body is not one Slack sends (a JSON object, or a form whose payload is
+    one), read as bolt reads it; None when it is."""
+    from slack_bolt.request.internals import parse_body
+
+    try:
+        parsed = parse_body(body, content_type)
+    except ValueError as e:  # json.JSONDecodeError
+        return f"the body is not valid JSON ({e})"
+    if not isinstance(parsed, dict):
+        return f"the body must be a JSON object, not {type(parsed).__name__}"
+    return _shape_problem(parsed)
+
+
+# Fields of Slack's envelopes and interaction payloads that bolt reads by their shape.
+_OBJECTS = ("event", "user", "channel", "team", "container", "message", "view", "enterprise")
+_LISTS_OF_OBJECTS = ("authorizations", "actions")
+_STRINGS = ("type", "team_id", "api_app_id", "event_id", "token", "trigger_id", "enterprise_id")
+_EVENT_STRINGS = ("type", "subtype", "user", "bot_id", "channel", "text", "ts", "thread_ts")
+
+
+def _shape_problem(body: dict[str, Any]) -> str | None:
+    for key in _OBJECTS:
+        allowed = dict if key == "event" else dict | str  # a user may be an id or an object
+        if body.get(key) is not None and not isinstance(body[key], allowed):
+            return f"'{key}' has the wrong type"
+    for key in _LISTS_OF_OBJECTS:
+        value = body.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, dict) for v in value)
+        ):
+            return f"'{key}' must be a list of objects"
+    for key in _STRINGS:
+        if body.get(key) is not None and not isinstance(body[key], str):
+            return f"'{key}' must be a string"
+    event = body.get("event") or {}
+    for key in _EVENT_STRINGS:
+        if event.get(key) is not None and not isinstance(event[key], str):
+            return f"'event.{key}' must be a string"
+    return None
