@@ -30,8 +30,12 @@ def open_database(storage: StorageConfig) -> Database:
 
 
 class Runtime:
-    def __init__(self, config: KbotConfig, progress: ProgressFactory | None = None):
+    def __init__(
+        self, config: KbotConfig, progress: ProgressFactory | None = None, reindex: bool = False
+    ):
         self.config = config
+        # Let the writer replace a Chroma server's collection built with another model.
+        self.reindex = reindex
         self.progress = progress
         self._lock = threading.Lock()
         self._writer_lock: WriterLock | None = None
@@ -78,6 +82,7 @@ class Runtime:
             create=create,
             url=storage.chroma_url,
             token=token,
+            reindex=create and self.reindex,
         )
 
     @cached_property

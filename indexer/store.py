@@ -7,6 +7,7 @@ reader refuses to query it until it has been re-indexed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ import numpy as np
 
 from indexer.chunking import Chunk
 
+log = logging.getLogger(__name__)
 COLLECTION = "kbot_chunks"
 # Chroma's defaults (ef 100, M 16) miss some true nearest chunks, and which ones changes
 # from build to build, so the same question could rank differently after a re-index.
@@ -48,9 +50,15 @@ class VectorStore:
         create: bool,
         url: str | None = None,
         token: str | None = None,
+        reindex: bool = False,
     ):
         """The embedded store at ``path``, or, with ``url``, the collection on a ``chroma
-        run`` server (``token`` sent as a bearer token); ``path`` is then only a name."""
+        run`` server (``token`` sent as a bearer token); ``path`` is then only a name.
+
+        A writer (``create``) finding the collection built with another embedding model
+        replaces it in the embedded store. On a server, where web processes on other
+        machines are reading it, it refuses unless ``reindex`` (``kbot sync --reindex``)."""
+        self.reindex = reindex
         import chromadb
         from chromadb.config import Settings
 
@@ -86,12 +94,24 @@ class VectorStore:
             built_with = (col.metadata or {}).get("embedding_model")
             if built_with == self.embedding_model:
                 return col
-            if not create:
+            if not create or (self.url is not None and not self.reindex):
+                command = "kbot sync --reindex" if self.url is not None else "kbot sync"
                 raise StoreError(
                     f"the index at {self.url or self.path} was built with embedding model "
-                    f"{built_with!r}, "
-                    f"but the config asks for {self.embedding_model!r}; run `kbot sync` to re-index"
+                    f"{built_with!r}, but the config asks for {self.embedding_model!r}; run "
+                    f"`{command}` to re-index"
+                    + (
+                        " (every web process finds it empty until that sync ends)"
+                        if self.url is not None
+                        else ""
+                    )
                 )
+            log.warning(
+                "re-indexing %s: built with %r, the config asks for %r",
+                self.url or self.path,
+                built_with,
+                self.embedding_model,
+            )
             self.client.delete_collection(COLLECTION)
         elif not create:
             return None

@@ -66,11 +66,11 @@ class State:
             _observe(self._config, self.log_json)
         return self._config
 
-    def runtime(self, progress: bool = False):  # -> bot.runtime.Runtime
+    def runtime(self, progress: bool = False, reindex: bool = False):  # -> bot.runtime.Runtime
         if self._runtime is None:
             from bot.runtime import Runtime
 
-            self._runtime = Runtime(self.config, progress_bars if progress else None)
+            self._runtime = Runtime(self.config, progress_bars if progress else None, reindex)
         return self._runtime
 
     def close(self) -> None:

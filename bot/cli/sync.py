@@ -18,10 +18,21 @@ from bot.cli.main import State, cli
     is_flag=True,
     help="Let a sync delete more than indexer.max_delete_fraction of a connector's documents.",
 )
+@click.option(
+    "--reindex",
+    is_flag=True,
+    help="On a Chroma server (storage.chroma_url), replace an index built with another "
+    "embedding model; web processes find it empty until this sync ends.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_obj
 def sync(
-    state: State, names: tuple[str, ...], full: bool, allow_mass_delete: bool, as_json: bool
+    state: State,
+    names: tuple[str, ...],
+    full: bool,
+    allow_mass_delete: bool,
+    reindex: bool,
+    as_json: bool,
 ) -> None:
     """Sync connectors (all, or the NAMES given) into the index."""
     for n in names:
@@ -29,7 +40,7 @@ def sync(
             state.config.connector(n)  # unknown names fail before anything is loaded
         except KeyError as e:
             raise click.BadParameter(e.args[0], param_hint="NAMES") from None
-    rt = state.runtime(progress=not as_json)
+    rt = state.runtime(progress=not as_json, reindex=reindex)
     results = rt.indexer.sync(names or None, full=full, allow_mass_delete=allow_mass_delete)
     if not results and not as_json:
         click.echo(f"no connectors configured in {state.config.source}", err=True)

@@ -176,3 +176,25 @@ def test_a_token_is_sent_as_a_bearer_header(tmp_path):
     finally:
         srv.shutdown()
     assert "Bearer s3cret" in seen
+
+
+def test_a_server_index_of_another_model_is_refused_until_reindex_is_asked_for(
+    tmp_path, chroma_server
+) -> None:
+    from indexer.store import VectorStore
+
+    first = VectorStore(tmp_path / "a", "model-one", create=True, url=chroma_server.url)
+    assert first.recreated
+    # A worker configured with another model must not empty what every web process reads.
+    with pytest.raises(StoreError) as info:
+        VectorStore(tmp_path / "b", "model-two", create=True, url=chroma_server.url)
+    message = str(info.value)
+    assert "built with embedding model 'model-one'" in message and "'model-two'" in message
+    assert "`kbot sync --reindex`" in message
+    # A reader is refused the same way; with --reindex the writer starts a clean collection.
+    with pytest.raises(StoreError, match="kbot sync --reindex"):
+        VectorStore(tmp_path / "c", "model-two", create=False, url=chroma_server.url)
+    again = VectorStore(
+        tmp_path / "d", "model-two", create=True, url=chroma_server.url, reindex=True
+    )
+    assert again.recreated and again.count() == 0
