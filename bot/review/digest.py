@@ -25,6 +25,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from bot.review.report import build_report
 from config.models import KbotConfig
 from db import Database
+from db.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,14 @@ def run_scheduled(key: str) -> None:
         log.error("report digest not posted: no config for %s in this process", key)
         return
     config, db = _SCHEDULED[key]
+    # Two workers on one database (one by mistake) both fire the job; the first to claim
+    # this minute's digest in SQL posts it.
+    from bot.chat.deliveries import Deliveries
+
+    due = utcnow().strftime("%Y-%m-%dT%H:%M")
+    if not Deliveries(db).claim("digest", f"{key}:{due}"):
+        log.info("report digest of %s skipped: another worker posted it", due)
+        return
     try:
         posted = send_digest(config, db)
     except Exception:

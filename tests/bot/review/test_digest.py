@@ -189,6 +189,15 @@ def test_the_scheduler_posts_the_digest_on_its_cron_schedule(kbot: Seeded, place
     slack_text(places)
     teams_lines(places)
 
+    # A second worker firing the same job in the same minute does not post it again.
+    posted = (len(places.slack.calls), len(places.teams.calls))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+        for name in APP_ENV:
+            mp.delenv(name, raising=False)
+        job.func(*job.args)
+    assert (len(places.slack.calls), len(places.teams.calls)) == posted
+
     off = kbot.rt.config  # no digest channel
     assert digest_jobs(off, kbot.rt.db) == []
 
