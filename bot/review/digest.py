@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -135,6 +136,20 @@ def schedule_digest(scheduler: BaseScheduler, config: KbotConfig, db: Database) 
 _SCHEDULED: dict[str, tuple[KbotConfig, Database]] = {}
 
 
+def last_fire_time(config: KbotConfig, now: datetime) -> datetime:
+    """The digest's scheduled time at or before ``now``: the same for every worker that
+    runs the job, however late each one starts it (within the week looked back)."""
+    trigger = config.reports.digest.trigger()
+    found = now
+    fire = trigger.get_next_fire_time(None, now - timedelta(days=8))
+    for _ in range(20_000):  # bounded: a cron line that fires every minute
+        if fire is None or fire > now:
+            break
+        found = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return found
+
+
 def run_scheduled(key: str) -> None:
     """The scheduled digest of the config registered under ``key``."""
     if key not in _SCHEDULED:
@@ -142,10 +157,10 @@ def run_scheduled(key: str) -> None:
         return
     config, db = _SCHEDULED[key]
     # Two workers on one database (one by mistake) both fire the job; the first to claim
-    # this minute's digest in SQL posts it.
+    # the digest of this fire time in SQL posts it.
     from bot.chat.deliveries import Deliveries
 
-    due = utcnow().strftime("%Y-%m-%dT%H:%M")
+    due = last_fire_time(config, utcnow()).isoformat(timespec="minutes")
     if not Deliveries(db).claim("digest", f"{key}:{due}"):
         log.info("report digest of %s skipped: another worker posted it", due)
         return

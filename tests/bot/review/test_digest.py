@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from bot.answer.types import Requester
 from bot.cli import cli
-from bot.review.digest import digest_jobs, send_digest
+from bot.review.digest import digest_jobs, last_fire_time, send_digest
 from config.models import DigestConfig, KbotConfig, ReportsConfig
 from indexer.scheduler import build_scheduler
 from tests.bot import teams_fakes as teams
@@ -189,7 +189,13 @@ def test_the_scheduler_posts_the_digest_on_its_cron_schedule(kbot: Seeded, place
     slack_text(places)
     teams_lines(places)
 
-    # A second worker firing the same job in the same minute does not post it again.
+    # The claim's key is the scheduled time, not the moment each worker runs the job.
+    utc = ZoneInfo("UTC")
+    monday = datetime(2026, 11, 30, 7, 30, tzinfo=utc)  # 08:30 in Berlin
+    for late in (timedelta(0), timedelta(minutes=1, seconds=5), timedelta(minutes=59)):
+        assert last_fire_time(cfg, monday + late) == monday
+    assert last_fire_time(cfg, monday - timedelta(seconds=1)) == monday - timedelta(days=7)
+    # A second worker firing the same job does not post it again.
     posted = (len(places.slack.calls), len(places.teams.calls))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
