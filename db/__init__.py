@@ -62,7 +62,7 @@ class Database:
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=True, **sizing)
         except (SQLAlchemyError, ImportError, TypeError) as e:
-            raise DatabaseError(f"cannot use database_url {_redact(url)}: {e}") from e
+            raise DatabaseError(f"cannot use database_url {redact_url(url)}: {e}") from e
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -70,7 +70,7 @@ class Database:
     @property
     def where(self) -> str:
         """The URL without its password, for messages."""
-        return _redact(self.url)
+        return redact_url(self.url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -145,7 +145,7 @@ class Database:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except SQLAlchemyError as e:
-            raise DatabaseError(f"cannot migrate database {_redact(self.url)}: {e}") from e
+            raise DatabaseError(f"cannot migrate database {redact_url(self.url)}: {e}") from e
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -189,8 +189,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
     cur.close()
 
 
-def _redact(url: str) -> str:
-    """A database URL without its password, for messages."""
+def redact_url(url: str) -> str:
+    """A service URL (a database's, Redis's) without its password, for messages."""
     from sqlalchemy.engine import make_url
 
     try:

@@ -56,6 +56,12 @@ def _duration(seconds: int) -> str:
     return f"{math.ceil(seconds / 60)} min"
 
 
+def _window(now: float, window_s: int) -> tuple[int, int]:
+    """The fixed window ``now`` falls in, and the whole seconds left in it (at least 1)."""
+    window = int(now // window_s)
+    return window, max(1, math.ceil((window + 1) * window_s - now))
+
+
 class MemoryCounter:
     """Fixed-window counts in this process."""
 
@@ -66,15 +72,14 @@ class MemoryCounter:
 
     def hit(self, key: str, window_s: int) -> tuple[int, int]:
         """Count one question for ``key``: (count in this window, seconds left in it)."""
-        now = self.clock()
-        window = int(now // window_s)
+        window, left = _window(self.clock(), window_s)
         slot = f"{key}:{window}"
         with self._lock:
             if len(self._counts) > 10_000:  # drop the windows that are over
                 self._counts = {k: v for k, v in self._counts.items() if k.endswith(f":{window}")}
             self._counts[slot] = self._counts.get(slot, 0) + 1
             count = self._counts[slot]
-        return count, max(1, math.ceil((window + 1) * window_s - now))
+        return count, left
 
 
 class RedisCounter:
@@ -88,8 +93,7 @@ class RedisCounter:
         self._warned = False
 
     def hit(self, key: str, window_s: int) -> tuple[int, int]:
-        now = self.clock()
-        window = int(now // window_s)
+        window, left = _window(self.clock(), window_s)
         slot = f"{PREFIX}{key}:{window}"
         try:
             pipe = self.client.pipeline()
@@ -102,7 +106,7 @@ class RedisCounter:
                 self._warned = True
             return self.local.hit(key, window_s)
         self._warned = False
-        return int(count), max(1, math.ceil((window + 1) * window_s - now))
+        return int(count), left
 
 
 class RateLimiter:

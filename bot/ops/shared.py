@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.answer.generation import AnswerCache, _Cached
 from bot.answer.types import Citation
+from db import redact_url
 
 log = logging.getLogger(__name__)
 PREFIX = "kbot:"
@@ -36,22 +37,13 @@ def connect(url: str) -> Any:  # -> redis.Redis
         raise RedisUnavailable(
             "storage.redis_url is set but the redis package is missing: pip install 'kbot[redis]'"
         ) from None
-    where = _redact(url)
+    where = redact_url(url)
     try:
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         client.ping()
     except (redis.RedisError, ValueError, OSError) as e:
         raise RedisUnavailable(f"cannot reach Redis at {where} (storage.redis_url): {e}") from None
     return client
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    u = urlsplit(url)
-    if u.password is None:
-        return url
-    return url.replace(f":{u.password}@", ":***@", 1)
 
 
 class RedisAnswerCache(AnswerCache):
