@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from bot.answer.feedback import FeedbackService
-from bot.answer.generation import AnswerCache
+from bot.answer.generation import AnswerCache, CircuitBreaker
 from bot.answer.limits import MemoryCounter, RateLimiter, RedisCounter
 from bot.answer.retrieval import Retriever
 from bot.answer.service import AnsweringService
@@ -102,6 +102,7 @@ class Runtime:
                 self.config.llm,
                 lambda: index_version(self.db, self.lexical),
                 cache=self.answer_cache,
+                breaker=self.llm_breaker,
             )
         return AnsweringService(
             self.config.answering, retriever, self.db, generator, limiter=self.limiter
@@ -130,6 +131,16 @@ class Runtime:
         from bot.ops.shared import RedisAnswerCache
 
         return RedisAnswerCache(self.redis)
+
+    @property
+    def llm_breaker(self) -> CircuitBreaker | None:
+        """The model's circuit breaker in Redis when configured, shared by every web
+        process; None for the Generator's own."""
+        if self.redis is None or self.config.llm is None:
+            return None
+        from bot.ops.shared import RedisCircuitBreaker
+
+        return RedisCircuitBreaker.for_llm(self.redis, self.config.llm)
 
     @property
     def all_audiences(self) -> frozenset[str]:

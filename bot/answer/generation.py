@@ -336,12 +336,17 @@ class Generator:
         model: Any = None,
         sleep: Callable[[float], None] = time.sleep,
         cache: AnswerCache | None = None,
+        breaker: CircuitBreaker | None = None,
     ):
         self.config = config
         self.index_version = index_version
         self.model = model if model is not None else build_chat_model(config)
         self.sleep = sleep
-        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
+        self.breaker = (
+            breaker
+            if breaker is not None
+            else CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
+        )
         self.cache = cache if cache is not None else AnswerCache()
 
     def answer(self, question: str, extractive: Answer, audiences: frozenset[str]) -> Answer:
