@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -202,14 +203,17 @@ def test_no_question_or_vote_is_lost_while_postgresql_restarts(request, tmp_path
     voted: list[str] = []
     errors: list[BaseException] = []
     started = threading.Event()
+    spans: list[tuple[float, float]] = []  # (start, end) of each question and its vote
 
     def load(n: int) -> None:
         try:
             for i in range(40):
+                t0 = time.monotonic()
                 answer = rt.answering.ask(f"how do I reset the VPN token ({n}-{i})?")
                 asked.append(answer.query_id)
                 rt.feedback.record(answer.query_id, "up", user=f"u{n}")
                 voted.append(answer.query_id)
+                spans.append((t0, time.monotonic()))
                 started.set()
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -218,9 +222,17 @@ def test_no_question_or_vote_is_lost_while_postgresql_restarts(request, tmp_path
     for t in threads:
         t.start()
     assert started.wait(60), errors
+    down = time.monotonic()
     subprocess.run(restart, check=True, capture_output=True, timeout=120)
+    up = time.monotonic()
     for t in threads:
         t.join(180)
+    # The figures of docs/RELIABILITY.md (shown with -s).
+    print(
+        f"FIGURES postgresql: restart_s={up - down:.2f}, "
+        f"asked_during_restart={sum(down < b and a < up for a, b in spans)}, "
+        f"slowest_ask_and_vote_s={max(b - a for a, b in spans):.2f}"
+    )
     assert not errors, errors
     assert len(asked) == len(voted) == 80
     with rt.db.session() as s:
