@@ -7,10 +7,10 @@ cosine similarity is computed from the stored vector when only BM25 proposed it)
 the fused score ranks them.
 
 Every search is for an audience: only chunks whose connector is visible to the requester
-are ever returned. Filtering happens here, after an over-fetch from the one collection,
-because Chroma's metadata-filtered query (``where``) is some fifty times slower than an
-unfiltered one on a large collection. Only when the over-fetch leaves too few visible
-chunks does the filtered query run.
+are ever returned. Each audience's chunks are a Chroma collection of their own, so the
+dense search queries only the requester's audiences' collections (indexer/store.py), and
+every hit is checked again here against the connector's configured audience, which wins
+over the stored one until the next sync re-labels the chunks.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ RRF_K = 60
 # How many more candidates to fetch when some audiences are hidden from the requester.
 OVERFETCH = 4
 ALL = 10**9
-# A sparse audience set still tries the over-fetch now and then, in case the index changed.
-REPROBE_EVERY = 50
 
 
 # The audience of a chunk whose stored audience its connector no longer maps to: no
@@ -65,11 +63,6 @@ class Retriever:
             name: frozenset({a}) if isinstance(a, str) else frozenset(a)
             for name, a in (connector_audiences or {}).items()
         }
-        # The share of the nearest chunks each audience set was found to see, learnt from
-        # its searches. Where it is too small for the over-fetch to pay, the filtered
-        # query runs at once, and keyword search fetches enough to keep ``n``.
-        self._share: dict[frozenset[str], float] = {}
-        self._searches = 0
 
     def _keywords(
         self, question: str, n: int, fetch: int, audiences: frozenset[str]
@@ -83,7 +76,7 @@ class Retriever:
             return bool(self.connector_audiences.get(connector, {PUBLIC}) & audiences)
 
         assert self.lexical is not None
-        share = self._share.get(audiences, 1.0)
+        share = self.store_share(audiences)
         if share < 1 / OVERFETCH:
             fetch = min(ALL, int(n / max(share, 1e-3) * 2))
         raw = self.lexical.search(question, fetch)
@@ -92,6 +85,10 @@ class Retriever:
             # Hidden chunks crowd the top: rank the whole index (rare, and still fast).
             hits = [(cid, s) for cid, s in self.lexical.search(question, ALL) if may_see(cid)]
         return dict(hits[:n])
+
+    def store_share(self, audiences: frozenset[str]) -> float:
+        store = self.store()
+        return 1.0 if store is None else store.share(audiences)
 
     def audience_of(self, chunk: Chunk) -> str:
         configured = self.connector_audiences.get(chunk.connector)
@@ -122,17 +119,15 @@ class Retriever:
 
         dense: list[ScoredChunk] = []
         if mode != "lexical":
-            self._searches += 1
-            sparse = self._share.get(audiences, 1.0) < 1 / OVERFETCH
-            if restricted and sparse and self._searches % REPROBE_EVERY:
-                dense = visible(store.query(vector, n, audiences=audiences))
-            else:
-                raw = store.query(vector, fetch)
+            # Only chunks whose connector's configured audience no longer matches the stored
+            # one are dropped here; when they crowd the top, look further.
+            want = n
+            while True:
+                raw = store.query(vector, want, audiences=audiences)
                 dense = visible(raw)
-                if restricted and len(raw) == fetch:
-                    self._share[audiences] = len(dense) / fetch
-                if len(dense) < n and len(raw) == fetch:
-                    dense = visible(store.query(vector, n, audiences=audiences))
+                if len(dense) >= n or len(raw) < want or want >= n * OVERFETCH**2:
+                    break
+                want *= OVERFETCH
             dense = dense[:n]
         if mode == "dense":
             return dense[:k]
@@ -140,7 +135,7 @@ class Retriever:
 
         pool = {h.chunk.id: h for h in dense}
         missing = [cid for cid in lexical if cid not in pool]
-        for h in visible(store.get(missing, vector)):
+        for h in visible(store.get(missing, vector, audiences=audiences)):
             pool[h.chunk.id] = h
         hits = [
             ScoredChunk(h.chunk, 0.0, dense=h.dense, lexical=lexical.get(h.chunk.id, 0.0))

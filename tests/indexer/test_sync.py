@@ -216,16 +216,18 @@ def test_model_change_means_a_clean_reindex(runtime_factory, tmp_path, source, e
 
 def test_upserts_are_batched_to_the_store_limit(runtime_factory, tmp_path, source, monkeypatch):
     rt = runtime_factory(make_config(tmp_path, [fs("rb", source)]))
+    from chromadb.api.models.Collection import Collection
+
     store = rt.indexer.store
     calls: list[int] = []
-    real_upsert = store.collection.upsert
+    real_upsert = Collection.upsert
     monkeypatch.setattr(type(store), "max_batch", property(lambda self: 7))
 
-    def spy(**kw):
+    def spy(self, **kw):
         calls.append(len(kw["ids"]))
-        return real_upsert(**kw)
+        return real_upsert(self, **kw)
 
-    monkeypatch.setattr(store.collection, "upsert", spy)
+    monkeypatch.setattr(Collection, "upsert", spy)
     [res] = rt.indexer.sync()
     assert res.ok and max(calls) <= 7 and sum(calls) == res.chunks
 
