@@ -33,6 +33,9 @@ UNAVAILABLE = (
     "The knowledge index is unavailable right now, so I can't search it. "
     "Please try again in a few minutes."
 )
+GOOD = "Generate a new password with `mq-admin passwd --user orders` [1]."
+NEW_DOC = "ops/zanzibarite-quota.md"
+NEW_Q = "What do I do when the zanzibarite quota is exhausted?"
 # How long the Chroma test keeps asking once the server is back.
 SETTLE_S = 2.0
 NO_LIMITS = {"per_user": None, "per_channel": None}
@@ -89,6 +92,18 @@ class Load:
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.02)
         return time.monotonic()
+
+
+class _Stamped(list):
+    """The fake's request list, also noting when each request came in."""
+
+    def __init__(self, times: list[float]):
+        super().__init__()
+        self.times = times
+
+    def append(self, item: Any) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
 
 
 def _asker(rt, questions: list[str] = QUESTIONS) -> Callable[[int, int], Answer]:
@@ -217,7 +232,7 @@ def test_a_hanging_model_opens_the_breaker_and_it_closes_when_the_model_answers(
     with fake_openai() as fake:
         calls: list[float] = []
         fake.requests = _Stamped(calls)
-        fake.script = [Step(body=completion("Rotate it [1].").body, delay_s=4)]  # a hang
+        fake.script = [Step(body=completion(GOOD).body, delay_s=4)]  # a hang
         rt = runtime_factory(
             make_config(
                 tmp_path,
@@ -285,25 +300,6 @@ def test_a_hanging_model_opens_the_breaker_and_it_closes_when_the_model_answers(
         healed_to_closed_s=round(closed - healed, 3),
         cooldown_s=cooldown_s,
     )
-
-
-GOOD = "Generate a new password with `mq-admin passwd --user orders` [1]."
-
-
-class _Stamped(list):
-    """The fake's request list, also noting when each request came in."""
-
-    def __init__(self, times: list[float]):
-        super().__init__()
-        self.times = times
-
-    def append(self, item: Any) -> None:
-        self.times.append(time.monotonic())
-        super().append(item)
-
-
-NEW_DOC = "ops/zanzibarite-quota.md"
-NEW_Q = "What do I do when the zanzibarite quota is exhausted?"
 
 
 def test_a_sync_during_load_is_found_by_both_web_processes(
