@@ -112,6 +112,7 @@ class Metrics:
             registry=r,
         )
         r.register(DatabaseCollector(runtime))
+        r.register(DependencyCollector(runtime))
         live.add(self)
 
     def watches(self, service: object) -> bool:
@@ -145,6 +146,39 @@ class Metrics:
 
 # Every live server's metrics; a server's go when its app does.
 live: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+class DependencyCollector(Collector):
+    """``kbot_chroma_up`` and ``kbot_redis_up``: whether the vector store and Redis answer
+    at scrape time (a heartbeat, a PING). Each is left out until this process has used
+    it: opening the store here would load the embedding model, and without
+    ``storage.redis_url`` there is no Redis."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        built = self.runtime.__dict__
+        out = []
+        if "store" in built:
+            out.append(self._up("kbot_chroma_up", "Chroma", built["store"].client.heartbeat))
+        if built.get("redis") is not None:
+            out.append(self._up("kbot_redis_up", "Redis", built["redis"].ping))
+        return out
+
+    @staticmethod
+    def _up(name: str, what: str, check) -> GaugeMetricFamily:
+        gauge = GaugeMetricFamily(name, f"1 when {what} answered at scrape time, else 0.")
+        try:
+            check()
+            gauge.add_metric([], 1)
+        except Exception as e:
+            log.warning("/metrics: %s does not answer: %s", what, _first_line(e))
+            gauge.add_metric([], 0)
+        return gauge
 
 
 class DatabaseCollector(Collector):

@@ -5,6 +5,8 @@ runtime, as with ``kbot worker`` beside ``kbot serve``."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -282,3 +284,51 @@ def test_a_failing_database_still_serves_metrics(
     assert "# TYPE kbot_requests_total counter" in body  # the in-process half is still there
     assert "cannot read the database" in caplog.text
     assert "hunter2" not in body and "hunter2" not in caplog.text
+
+
+def test_chroma_and_redis_up_follow_an_outage_and_its_recovery(
+    tmp_path, chroma_server, redis_url, runtime_factory
+) -> None:
+    config, _ = configure(tmp_path, None)
+    config = make_config(
+        tmp_path,
+        [c.model_dump() for c in config.connectors],
+        storage={
+            "data_dir": str(tmp_path / "data"),
+            "chroma_url": chroma_server.url,
+            "redis_url": redis_url,
+        },
+    )
+    worker_sync(config)
+    rt = runtime_factory(config)
+    with serve(create_app(rt)) as url:
+        assert not post(url, "api/ask", {"question": ROTATE_Q})["error"]
+        m = samples(url)
+        assert value(m, "kbot_chroma_up") == 1 and value(m, "kbot_redis_up") == 1
+
+        chroma_server.process.terminate()
+        chroma_server.process.wait(timeout=10)
+        answer = post(url, "api/ask", {"question": ROTATE_Q})
+        m = samples(url)
+        assert "unavailable" in answer["error"], answer
+        assert value(m, "kbot_chroma_up") == 0
+        assert value(m, "kbot_requests_total", platform="web", outcome="error") == 1
+
+        # The same server back on its port and folder: up again, with no restart of kbot.
+        again = subprocess.Popen(
+            chroma_server.process.args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while value(samples(url), "kbot_chroma_up") != 1:
+                assert time.monotonic() < deadline, "Chroma did not come back"
+                time.sleep(0.2)
+            assert not post(url, "api/ask", {"question": ROTATE_Q})["error"]
+        finally:
+            again.terminate()
+            again.wait(timeout=10)
+
+        import redis
+
+        rt.__dict__["redis"] = redis.Redis(port=9, socket_connect_timeout=0.5)
+        assert value(samples(url), "kbot_redis_up") == 0
