@@ -56,11 +56,26 @@ _FENCE_LINE = re.compile(r"^\s*(```|~~~)")
 _STRUCTURE_LINE = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s)")
 
 
+# A title holding this share of a question's content words (and at least two of them) is
+# the question's subject: "How do I fix Postgres replica lag?" and *Postgres replica lag*.
+ABOUT_SHARE = 0.6
+
+
+def names_subject(question: str, title: str) -> float:
+    """The share of ``question``'s content words that ``title`` holds; 0.0 when the
+    question has fewer than two (one word names no subject on its own)."""
+    asked = set(terms(question))
+    if len(asked) < 2:
+        return 0.0
+    return len(asked & set(search_terms(title))) / len(asked)
+
+
 def only_in_passing(
     question: str,
     titles: Sequence[str],
     retrieved: Sequence[str],
     cited: Sequence[Sequence[str]],
+    first_title: str = "",
 ) -> list[str]:
     """What a how-to ``question`` asks about, when the ``cited`` documents (each a list of
     chunk texts) only mention it in passing: never in a heading, list item or command, and
@@ -69,8 +84,11 @@ def only_in_passing(
     What it asks about is each of its words that the ``retrieved`` chunks use, less the
     topic they share: words of a retrieved document's title ("Alertmanager") and words in
     more than TOPIC_SHARE of the chunks. Empty when any of them is explained somewhere
-    (the documents answer at least part of it), and when none is used at all (a
-    paraphrase is judged by meaning, not words)."""
+    (the documents answer at least part of it), when none is used at all (a
+    paraphrase is judged by meaning, not words), and when the first cited document's
+    ``first_title`` names the question's subject and that document holds a procedure:
+    then the words left over ("fix", "returning") ask for its steps, not for a topic of
+    their own."""
     asked = {stem_of: word for word in _WORD.findall(question) for stem_of in terms(word)}
     if not retrieved:
         return []
@@ -83,7 +101,17 @@ def only_in_passing(
         return []
     if not sum(n for n, _ in counts):
         return []
+    if names_subject(question, first_title) >= ABOUT_SHARE and cited and _has_procedure(cited[0]):
+        return []
     return [asked[w] for w in focus]
+
+
+def _has_procedure(texts: Sequence[str]) -> bool:
+    """Whether a document's chunks hold a numbered list or a command block."""
+    return any(
+        _FENCE_LINE.match(line) or re.match(r"^\s*\d+[.)]\s", line)
+        for line in "\n".join(texts).split("\n")
+    )
 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")

@@ -49,6 +49,9 @@ OTHER_SOURCE_CHARS = 300
 PROCEDURE_OTHER_CHARS = 150
 # Other documents are cited only when they score close to the best one.
 SOURCE_MARGIN = 0.08
+# How far below answering.min_score a question still counts as confident when the best
+# document's title holds every one of its content words.
+TITLE_MARGIN = 0.1
 # The context passages an answerer reads (an LLM is paid per character of it): the best
 # document's, then the others'.
 CONTEXT_PASSAGES = 3
@@ -212,6 +215,15 @@ class AnsweringService:
         # the runbooks for its neighbours are. Only what this requester may see is
         # searched, so the reply reveals nothing about other audiences' documents.
         unknown = _unknown_names(question, hits)
+        # A short question in the words of the best document's title ("How do I deploy a
+        # service?" and *Deploying a service*) is about that document, though a
+        # few-word question sits further from any passage in meaning than a sentence does.
+        if (
+            ranked
+            and confidence >= self.config.min_score - TITLE_MARGIN
+            and procedures.names_subject(question, ranked[0].chunk.title) == 1.0
+        ):
+            confidence = max(confidence, self.config.min_score)
         if not ranked or confidence < self.config.min_score or unknown:
             cites = [
                 Citation.of(h.chunk, i) for i, h in enumerate(ranked[: self.config.max_sources], 1)
@@ -248,6 +260,7 @@ class AnsweringService:
             list(dict.fromkeys(h.chunk.title for h in hits)),
             [h.chunk.text for h in hits],
             [[c.text for c in docs[_doc(h.chunk)]] for h in chosen],
+            chosen[0].chunk.title,
         )
         if passing:
             cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]

@@ -3,9 +3,11 @@ questions about covered things that also mention their context."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.conftest import synced_runtime
+from tests.conftest import make_config, synced_runtime
 
 
 @pytest.fixture
@@ -111,3 +113,47 @@ def test_a_how_to_that_a_document_explains_is_answered(tmp_path, runtime_factory
     assert not answer.abstained, answer.text
     assert answer.citations[0].path == "silences.md"
     assert "New silence" in answer.text
+
+
+KNOWLEDGE = Path(__file__).resolve().parents[3] / "knowledge"
+
+
+@pytest.fixture
+def sample(tmp_path, runtime_factory):
+    """The bundled sample knowledge, as `make run` serves it."""
+    rt = runtime_factory(
+        make_config(tmp_path, [{"name": "kb", "type": "filesystem", "path": str(KNOWLEDGE)}])
+    )
+    assert rt.indexer.sync()[0].ok
+    return rt
+
+
+@pytest.mark.parametrize(
+    ("question", "path", "step"),
+    [
+        # A few words, all of them the best document's title: far in meaning from any
+        # one passage, but plainly about that page.
+        ("How do I deploy a service?", "wiki/deploying-a-service.md", "Merge to `main`"),
+        # The title names the subject; "fix" and "returning" ask for its steps.
+        ("How do I fix Postgres replica lag?", "runbooks/postgres-replica-lag.md", "patronictl"),
+        (
+            "Checkout is returning 5xx errors, what should I check?",
+            "runbooks/checkout-5xx-spike.md",
+            "kubectl",
+        ),
+    ],
+)
+def test_a_how_to_about_a_documents_subject_is_answered_with_its_steps(
+    sample, question, path, step
+):
+    answer = sample.answering.ask(question)
+    assert not answer.abstained, answer.text
+    assert answer.citations[0].path == path
+    assert step in answer.text
+    assert "1. " in answer.text
+
+
+def test_a_title_word_alone_does_not_make_an_uncovered_question_confident(sample):
+    # "deploy" is in a title, but nothing here is about mobile apps.
+    answer = sample.answering.ask("How do I deploy the iOS mobile app to the App Store?")
+    assert answer.abstained, answer.text
