@@ -28,7 +28,7 @@ from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester,
 from config.models import AnsweringConfig
 from db import Database
 from db.models import IndexedDocument, QueryRecord, utcnow
-from indexer.chunking import Chunk, chunk_id, join_chunks
+from indexer.chunking import Chunk, chunk_id, join_chunks, reindent
 from indexer.chunking import sections as sections_of
 from indexer.store import ScoredChunk, StoreError
 from indexer.text import identifiers, search_terms, stem
@@ -417,7 +417,18 @@ def _sections(own: list[Chunk]) -> list[tuple[str, int, str]]:
     its rank among them and the heading it starts under, for passage selection: a runbook
     often spreads its answer over several sections (diagnosis, then mitigation)."""
     ranked = sorted(enumerate(own), key=lambda rc: rc[1].index)
-    return [(c.text, rank, _last_heading(c)) for rank, c in ranked]
+    by_index = {c.index: c for c in own}
+    return [(_restored(c, by_index.get(c.index - 1)), rank, _last_heading(c)) for rank, c in ranked]
+
+
+def _restored(chunk: Chunk, before: Chunk | None) -> str:
+    """A chunk's text with its first line's indentation back when the chunk before it is
+    at hand (chunks are stored stripped): a step's code block cut from its step stays in
+    the step, instead of breaking the numbered list."""
+    if before is None:
+        return chunk.text
+    first, *rest = chunk.text.split("\n")
+    return "\n".join([reindent(first, before.text.split("\n")), *rest])
 
 
 def _whole_sections(whole: list[Chunk], own: list[Chunk]) -> list[tuple[str, int, str]]:

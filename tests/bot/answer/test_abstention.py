@@ -157,3 +157,12 @@ def test_a_title_word_alone_does_not_make_an_uncovered_question_confident(sample
     # "deploy" is in a title, but nothing here is about mobile apps.
     answer = sample.answering.ask("How do I deploy the iOS mobile app to the App Store?")
     assert answer.abstained, answer.text
+
+
+def test_a_steps_code_block_cut_between_chunks_stays_inside_its_step(sample):
+    # Step 4's command starts the runbook's next chunk; chunks are stored stripped.
+    answer = sample.answering.ask("How do I fix Postgres replica lag?")
+    assert "4. Look for long-running queries" in answer.text
+    step4 = answer.text.split("4. Look for long-running queries", 1)[1]
+    assert step4.split("\n\n", 2)[1].startswith("   ```bash"), step4[:200]
+    assert "\n```" not in answer.text  # no fence falls out of its list item
