@@ -192,6 +192,11 @@ class AnsweringConfig(_Section):
         default=0.45, ge=0, le=1, description="below this best similarity the bot abstains"
     )
     max_sources: int = Field(default=3, ge=1, le=10, description="citations in one answer")
+    stale_after: int = Field(
+        default=365,
+        ge=0,
+        description="days after which a cited document's age is shown beside it (0: never)",
+    )
     max_question_chars: int = Field(default=2000, ge=10)
 
 

@@ -163,6 +163,8 @@ class AnsweringService:
             answer.standalone_question = searched if searched != q else None
             answer.condense_fallback = condensed.fallback_reason if condensed else None
         answer.latency_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
+        today = utcnow().date()
+        answer.citations = [c.aged(today, self.config.stale_after) for c in answer.citations]
         self._log(answer, requester)
         return answer
 

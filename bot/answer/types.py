@@ -8,7 +8,8 @@ answer without importing the machinery that makes one.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
 from typing import Any
 
 from indexer.chunking import Chunk
@@ -46,6 +47,8 @@ class Citation:
     path: str  # the document id, relative to its connector's root
     heading: str = ""
     chunk_id: str = ""
+    updated: str = ""  # the document's last-modified date, ISO 8601
+    stale: str = ""  # "last updated 14 months ago" when older than answering.stale_after
 
     @classmethod
     def of(cls, chunk: Chunk, n: int) -> Citation:
@@ -58,7 +61,24 @@ class Citation:
             path=chunk.doc_id,
             heading=chunk.heading,
             chunk_id=chunk.id,
+            updated=chunk.last_modified.date().isoformat(),
         )
+
+    def aged(self, today: date, stale_after_days: int) -> Citation:
+        """This citation, with ``stale`` saying how old its document is when it was last
+        updated more than ``stale_after_days`` before ``today`` (0: never)."""
+        if not stale_after_days or not self.updated:
+            return self
+        days = (today - date.fromisoformat(self.updated)).days
+        if days <= stale_after_days:
+            return self
+        months = round(days / 30.44)
+        age = (
+            f"{months} month{'s' if months != 1 else ''}"
+            if months < 24
+            else f"{round(days / 365.25)} years"
+        )
+        return replace(self, stale=f"last updated {age} ago")
 
 
 @dataclass(frozen=True)

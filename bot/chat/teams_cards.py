@@ -130,6 +130,8 @@ def _citation_blocks(c: Citation) -> list[dict[str, Any]]:
     heading = _plain(c.heading)
     if heading and heading != title:
         where.append(heading)
+    if c.stale:
+        where.append(c.stale)
     return [
         _text(f"**[{c.n}]** {link}", spacing="Small"),
         _text(

@@ -40,7 +40,8 @@ def ask(state: State, question: str, as_json: bool, audiences: tuple[str, ...]) 
     if answer.citations:
         click.echo("\nSources:" if not answer.abstained else "\nClosest sources:")
         for c in answer.citations:
-            click.echo(f"  [{c.n}] {c.title} ({c.connector}: {c.path})\n      {c.url}")
+            stale = f" · {c.stale}" if c.stale else ""
+            click.echo(f"  [{c.n}] {c.title} ({c.connector}: {c.path}){stale}\n      {c.url}")
     click.echo(
         f"\nquery id {answer.query_id} · rate it: kbot feedback add {answer.query_id} up|down",
         err=True,

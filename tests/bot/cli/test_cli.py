@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -220,13 +220,16 @@ def test_ask_json_cites_the_right_document(config_file, kb):
     assert out["abstained"] is False
     assert "descal" in out["answer"]
     first = out["citations"][0]
-    assert set(first) == {"n", "title", "url", "connector", "path"}
+    assert set(first) == {"n", "title", "url", "connector", "path", "updated", "stale"}
+    modified = datetime.fromtimestamp((kb / "coffee-machine.md").stat().st_mtime, UTC)
     assert first == {
         "n": 1,
         "title": "Descaling the coffee machine",
         "url": (kb / "coffee-machine.md").as_uri(),
         "connector": "handbook",
         "path": "coffee-machine.md",
+        "updated": modified.date().isoformat(),
+        "stale": "",
     }
     assert out["latency_ms"]["total"] >= 0
 
