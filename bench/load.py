@@ -37,14 +37,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
+from sqlalchemy import create_engine
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for bench.run and the stand-ins in tests/
@@ -64,11 +63,11 @@ from tests.bot.fake_slack import (  # noqa: E402
     serving,
     signed_headers,
 )
+from tests.conftest import kbot_keys_cleared, pg_schema  # noqa: E402
 
 DEFAULT_OUT = REPO / "docs" / "BENCHMARKS.md"
 START = "<!-- bench/load.py:start -->"
 END = "<!-- bench/load.py:end -->"
-PG_URL = os.environ.get("KBOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = "redis://127.0.0.1:6379/14"
 CARD = "application/vnd.microsoft.card.adaptive"
 # Bounds on every wait: a stuck process fails the run instead of hanging it.
@@ -218,45 +217,6 @@ def wait_until(what: str, check, procs: list[Proc], timeout: float = START_S) ->
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=2) as r:
         return json.loads(r.read() or b"null")
-
-
-@contextlib.contextmanager
-def pg_schema() -> Iterator[tuple[str, Any]]:
-    """A fresh schema on the local PostgreSQL, dropped afterwards: (its URL, an engine)."""
-    from sqlalchemy import create_engine, text
-
-    schema = f"kbot_load_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    engine = create_engine(url)
-    try:
-        yield url, engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@contextlib.contextmanager
-def redis_db() -> Iterator[str]:
-    """The local Redis database 14, with kbot's keys cleared before and after."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-
-    def clear() -> None:
-        for key in client.scan_iter("kbot:*"):
-            client.delete(key)
-
-    clear()
-    try:
-        yield REDIS_URL
-    finally:
-        clear()
-        client.close()
 
 
 def write_config(path: Path, data_dir: Path, storage: dict[str, str], slack_api: str) -> Path:
@@ -519,8 +479,10 @@ def run(args: argparse.Namespace) -> Run:
         with contextlib.ExitStack() as stack:
             slack_url = stack.enter_context(serving(loop, slack.app()))
             connector_url = stack.enter_context(serving(loop, connector.app()))
-            db_url, engine = stack.enter_context(pg_schema())
-            redis_url = stack.enter_context(redis_db())
+            db_url = stack.enter_context(pg_schema("kbot_load"))
+            engine = create_engine(db_url)
+            stack.callback(engine.dispose)
+            redis_url = stack.enter_context(kbot_keys_cleared(REDIS_URL, connect_timeout_s=2))
             # Unwound first: the processes stop before their schema and keys are removed.
             stack.callback(procs.stop)
             slack.url, connector.url = slack_url, connector_url

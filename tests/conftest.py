@@ -11,7 +11,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,16 +253,14 @@ def chroma_server(tmp_path) -> Iterator[ChromaServer]:
 REDIS_URL = os.environ.get("KBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The local Redis (database 15), with kbot's keys cleared before and after."""
+@contextmanager
+def kbot_keys_cleared(url: str, connect_timeout_s: float = 1) -> Iterator[str]:
+    """The Redis at ``url`` (which must answer), with kbot's keys cleared before and after:
+    for the tests here and the benchmarks in bench/."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        need(False, f"Redis is not running at {REDIS_URL} ({e})")
+    client = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout_s)
+    client.ping()
 
     def clear() -> None:
         for key in client.scan_iter("kbot:*"):
@@ -270,7 +268,20 @@ def redis_url() -> Iterator[str]:
 
     clear()
     try:
-        yield REDIS_URL
+        yield url
     finally:
         clear()
         client.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The local Redis (database 15), with kbot's keys cleared before and after."""
+    import redis
+
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(kbot_keys_cleared(REDIS_URL))
+        except redis.RedisError as e:
+            need(False, f"Redis is not running at {REDIS_URL} ({e})")
+        yield url

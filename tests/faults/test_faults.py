@@ -124,6 +124,17 @@ def _server_config(tmp_path: Path, name: str, kb: Path, db: str, url: str):
     )
 
 
+def _synced_topology(tmp_path: Path, chroma_url: str, pg_url: str, make, webs: list[str]):
+    """A worker that has synced the runbooks into the Chroma server, and web processes
+    named ``webs`` (data folders of their own; the same database and server):
+    (the runbooks' folder, the worker, the web runtimes)."""
+    kb = write_runbooks(tmp_path / "kb")
+    db = migrated(pg_url)
+    worker = make(_server_config(tmp_path, "worker", kb, db, chroma_url))
+    assert worker.indexer.sync()[0].ok
+    return kb, worker, [make(_server_config(tmp_path, name, kb, db, chroma_url)) for name in webs]
+
+
 def _heartbeat(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1):
@@ -153,11 +164,7 @@ def _figures(name: str, **figures: Any) -> None:
 def test_chroma_killed_mid_load_says_search_is_unavailable_and_recovers(
     tmp_path, chroma_server, pg_url, runtime_factory
 ):
-    kb = write_runbooks(tmp_path / "kb")
-    db = migrated(pg_url)
-    worker = runtime_factory(_server_config(tmp_path, "worker", kb, db, chroma_server.url))
-    assert worker.indexer.sync()[0].ok
-    web = runtime_factory(_server_config(tmp_path, "web", kb, db, chroma_server.url))
+    _, _, [web] = _synced_topology(tmp_path, chroma_server.url, pg_url, runtime_factory, ["web"])
     load = Load(_asker(web), threads=4).start()
     restarted: subprocess.Popen | None = None
     try:
@@ -305,14 +312,9 @@ def test_a_hanging_model_opens_the_breaker_and_it_closes_when_the_model_answers(
 def test_a_sync_during_load_is_found_by_both_web_processes(
     tmp_path, chroma_server, pg_url, runtime_factory
 ):
-    kb = write_runbooks(tmp_path / "kb")
-    db = migrated(pg_url)
-    worker = runtime_factory(_server_config(tmp_path, "worker", kb, db, chroma_server.url))
-    assert worker.indexer.sync()[0].ok
-    webs = [
-        runtime_factory(_server_config(tmp_path, f"web{n}", kb, db, chroma_server.url))
-        for n in (1, 2)
-    ]
+    kb, worker, webs = _synced_topology(
+        tmp_path, chroma_server.url, pg_url, runtime_factory, ["web1", "web2"]
+    )
     for web in webs:
         assert web.answering.ask(QUESTIONS[0]).error is None  # the keyword index is built
 
