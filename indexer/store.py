@@ -100,7 +100,6 @@ class VectorStore:
         self._by_audience: dict[str | None, Any] = {}
         self._counts: dict[str | None, int] = {}
         self._listed = 0.0
-        where = url or str(path)
         try:
             settings = Settings(anonymized_telemetry=False)
             if url is not None:
@@ -119,17 +118,16 @@ class VectorStore:
         except StoreError:
             raise
         except Exception as e:  # chromadb raises many types for a broken or absent store
-            raise StoreError(f"cannot open the Chroma store at {where}: {e}") from e
+            raise StoreError(f"cannot open the Chroma store at {self._where}: {e}") from e
 
     def _open(self) -> None:
         found = self._list()
-        models = {(c.metadata or {}).get("embedding_model") for c in found.values()}
-        if found and models != {self.embedding_model}:
-            built_with = sorted(str(m) for m in models - {self.embedding_model})[0]
+        built_with = self._other_model(found)
+        if built_with is not None:
             if not self.create or (self.url is not None and not self.reindex):
                 command = "kbot sync --reindex" if self.url is not None else "kbot sync"
                 raise StoreError(
-                    f"the index at {self.url or self.path} was built with embedding model "
+                    f"the index at {self._where} was built with embedding model "
                     f"{built_with!r}, but the config asks for {self.embedding_model!r}; run "
                     f"`{command}` to re-index"
                     + (
@@ -140,18 +138,16 @@ class VectorStore:
                 )
             log.warning(
                 "re-indexing %s: built with %r, the config asks for %r",
-                self.url or self.path,
+                self._where,
                 built_with,
                 self.embedding_model,
             )
             for col in found.values():
                 self.client.delete_collection(col.name)
             found = {}
-            self.recreated = True
-        elif not found and self.create:
-            self.recreated = True
         self._set(found)
         if self.create and not found:
+            self.recreated = True
             # The public collection is made at once, so the index records its model before
             # its first chunk (a reader of another model then refuses an empty index too).
             self._target("public")
@@ -159,17 +155,28 @@ class VectorStore:
             self._migrate(found[None])
 
     def _list(self) -> dict[str | None, Any]:
-        """kbot's collections on the client, by audience (None: the legacy one)."""
+        """kbot's collections on the client, by audience (None: the legacy one). A
+        collection already open is kept (same id), so a look costs one listing."""
+        known = {c.id: c for c in self._by_audience.values()}
         out: dict[str | None, Any] = {}
-        for col in self.client.list_collections():
-            if col.name == LEGACY:
-                out[None] = self.client.get_collection(LEGACY, embedding_function=None)
-            elif col.name.startswith(PREFIX):
-                c = self.client.get_collection(col.name, embedding_function=None)
-                audience = (c.metadata or {}).get("audience")
-                if isinstance(audience, str):
-                    out[audience] = c
+        for listed in self.client.list_collections():
+            if listed.name != LEGACY and not listed.name.startswith(PREFIX):
+                continue
+            col = known.get(listed.id) or self.client.get_collection(
+                listed.name, embedding_function=None
+            )
+            if listed.name == LEGACY:
+                out[None] = col
+            elif isinstance(audience := (col.metadata or {}).get("audience"), str):
+                out[audience] = col
         return out
+
+    def _other_model(self, found: dict[str | None, Any]) -> str | None:
+        """The embedding model of a collection in ``found`` built with another than ours."""
+        others = {str((c.metadata or {}).get("embedding_model")) for c in found.values()} - {
+            self.embedding_model
+        }
+        return min(others) if others else None
 
     def _set(self, found: dict[str | None, Any]) -> None:
         counts = {a: c.count() for a, c in found.items()}
@@ -179,11 +186,10 @@ class VectorStore:
 
     def _migrate(self, legacy: Any) -> None:
         """Move an older kbot's one collection into per-audience ones, vectors and all."""
-        total = legacy.count()
         log.warning(
             "moving %d chunks of %s into one collection per audience (no re-embedding)",
-            total,
-            self.url or self.path,
+            legacy.count(),
+            self._where,
         )
         while True:
             got = legacy.get(limit=MIGRATE_PAGE, include=["documents", "metadatas", "embeddings"])
@@ -201,8 +207,6 @@ class VectorStore:
                 )
             legacy.delete(ids=got["ids"])
         self.client.delete_collection(LEGACY)
-        with self._lock:
-            self._by_audience.pop(None, None)
         self._set(self._list())
 
     def _target(self, audience: str) -> Any:
@@ -229,14 +233,13 @@ class VectorStore:
                 found = self._list()
             except Exception as e:
                 raise StoreError(f"cannot reach the Chroma store at {self._where}: {e}") from e
-            for col in found.values():
-                built_with = (col.metadata or {}).get("embedding_model")
-                if built_with != self.embedding_model:
-                    raise StoreError(
-                        f"the index at {self._where} is now built with embedding model "
-                        f"{built_with!r}, but the config asks for {self.embedding_model!r}; "
-                        "restart with the same embedding model as the index"
-                    )
+            built_with = self._other_model(found)
+            if built_with is not None:
+                raise StoreError(
+                    f"the index at {self._where} is now built with embedding model "
+                    f"{built_with!r}, but the config asks for {self.embedding_model!r}; "
+                    "restart with the same embedding model as the index"
+                )
             self._set(found)
         with self._lock:
             items = sorted(self._by_audience.items(), key=lambda kv: kv[0] or "")

@@ -334,7 +334,7 @@ def choose(
             skip = ()  # nothing new: quote it again rather than nothing
         elif len(whole) <= budget and len(new) < len(every):
             return Choice("\n\n".join(new).strip(), how="unquoted")
-    if len(whole) <= budget and not (procedure and _NUMBERED_ITEM.search(whole)):
+    if len(whole) <= budget and not (procedure and NUMBERED_ITEM.search(whole)):
         return Choice(whole.strip(), how="whole")
     bs: list[Block] = []
     seen: set[str] = set()
@@ -432,7 +432,7 @@ def choose(
     )
 
 
-_NUMBERED_ITEM = re.compile(r"^[ \t]*\d+[.)][ \t]+", re.MULTILINE)
+NUMBERED_ITEM = re.compile(r"^[ \t]*\d+[.)][ \t]+", re.MULTILINE)
 
 
 def group_steps(bs: list[Block]) -> list[Block]:
@@ -450,7 +450,7 @@ def group_steps(bs: list[Block]) -> list[Block]:
         while j < len(bs) and bs[j].heading == b.heading:
             t = bs[j].text
             # The next step, a nested one, a command, or text indented under a step.
-            if _NUMBERED_ITEM.match(t) or _is_code(t) or t[:1] in (" ", "\t"):
+            if NUMBERED_ITEM.match(t) or _is_code(t) or t[:1] in (" ", "\t"):
                 j += 1
             else:
                 break
@@ -492,7 +492,7 @@ INTRO_CHARS = 300
 def _starts_step(text: str) -> bool:
     """A block that starts a list's item at the top level (a nested list, indented under
     an item, belongs to that item)."""
-    m = _NUMBERED_ITEM.match(text)
+    m = NUMBERED_ITEM.match(text)
     return bool(m) and len(text) - len(text.lstrip()) < 4
 
 
@@ -504,7 +504,7 @@ def _split_steps(parts: list[str]) -> tuple[str, ...]:
     for part in parts:
         lines: list[str] = []
         for line in part.split("\n"):
-            m = _NUMBERED_ITEM.match(line)
+            m = NUMBERED_ITEM.match(line)
             indent = len(line) - len(line.lstrip())
             if m and indent <= base and not (lines and _open_fence(lines)):
                 if lines:

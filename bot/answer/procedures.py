@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from bot.answer.passages import NUMBERED_ITEM
 from indexer.chunking import clean_heading
 from indexer.text import search_terms, terms
 
@@ -108,9 +109,9 @@ def only_in_passing(
 
 def _has_procedure(texts: Sequence[str]) -> bool:
     """Whether a document's chunks hold a numbered list or a command block."""
-    return any(
-        _FENCE_LINE.match(line) or re.match(r"^\s*\d+[.)]\s", line)
-        for line in "\n".join(texts).split("\n")
+    text = "\n".join(texts)
+    return bool(NUMBERED_ITEM.search(text)) or any(
+        _FENCE_LINE.match(line) for line in text.split("\n")
     )
 
 

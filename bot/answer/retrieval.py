@@ -65,7 +65,7 @@ class Retriever:
         }
 
     def _keywords(
-        self, question: str, n: int, fetch: int, audiences: frozenset[str]
+        self, question: str, n: int, fetch: int, audiences: frozenset[str], share: float
     ) -> dict[str, float]:
         """The ``n`` best BM25 chunk ids the requester may see, with their scores."""
 
@@ -76,7 +76,6 @@ class Retriever:
             return bool(self.connector_audiences.get(connector, {PUBLIC}) & audiences)
 
         assert self.lexical is not None
-        share = self.store_share(audiences)
         if share < 1 / OVERFETCH:
             fetch = min(ALL, int(n / max(share, 1e-3) * 2))
         raw = self.lexical.search(question, fetch)
@@ -85,10 +84,6 @@ class Retriever:
             # Hidden chunks crowd the top: rank the whole index (rare, and still fast).
             hits = [(cid, s) for cid, s in self.lexical.search(question, ALL) if may_see(cid)]
         return dict(hits[:n])
-
-    def store_share(self, audiences: frozenset[str]) -> float:
-        store = self.store()
-        return 1.0 if store is None else store.share(audiences)
 
     def audience_of(self, chunk: Chunk) -> str:
         configured = self.connector_audiences.get(chunk.connector)
@@ -131,7 +126,7 @@ class Retriever:
             dense = dense[:n]
         if mode == "dense":
             return dense[:k]
-        lexical = self._keywords(question, n, fetch, audiences)
+        lexical = self._keywords(question, n, fetch, audiences, store.share(audiences))
 
         pool = {h.chunk.id: h for h in dense}
         missing = [cid for cid in lexical if cid not in pool]
