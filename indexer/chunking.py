@@ -291,13 +291,13 @@ def join_chunks(texts: Iterable[str]) -> str:
                 break
         else:
             if out:
-                new = [reindent(new[0], out), *new[1:]]
+                new = [_reindent(new[0], out), *new[1:]]
                 out.append("")
         out.extend(new)
     return "\n".join(out)
 
 
-def reindent(first: str, before: list[str]) -> str:
+def _reindent(first: str, before: list[str]) -> str:
     """A chunk's (stripped) first line, with the indentation it likely had (see join_chunks)."""
     if not first.strip() or _LIST_ITEM.match(first) or re.match(r"#{1,6}\s", first):
         return first

@@ -28,7 +28,7 @@ from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester,
 from config.models import AnsweringConfig
 from db import Database
 from db.models import IndexedDocument, QueryRecord, utcnow
-from indexer.chunking import Chunk, chunk_id, join_chunks, reindent
+from indexer.chunking import Chunk, chunk_id, join_chunks
 from indexer.chunking import sections as sections_of
 from indexer.store import ScoredChunk, StoreError
 from indexer.text import identifiers, search_terms, stem
@@ -424,13 +424,16 @@ def _sections(own: list[Chunk]) -> list[tuple[str, int, str]]:
 
 
 def _restored(chunk: Chunk, before: Chunk | None) -> str:
-    """A chunk's text with its first line's indentation back when the chunk before it is
-    at hand (chunks are stored stripped): a step's code block cut from its step stays in
-    the step, instead of breaking the numbered list."""
+    """A chunk's text as it continues the chunk before it, when that one is at hand: as
+    ``join_chunks`` rebuilds a document, without the lines the two overlap in and with
+    its first line's indentation back (chunks are stored stripped), so a step's code
+    block cut from its step stays in the step, instead of breaking the numbered list."""
     if before is None:
         return chunk.text
-    first, *rest = chunk.text.split("\n")
-    return "\n".join([reindent(first, before.text.split("\n")), *rest])
+    joined = join_chunks([before.text, chunk.text])
+    if not joined.startswith(before.text):  # the seam was mended across both: keep it
+        return chunk.text
+    return joined[len(before.text) :].lstrip("\n") or chunk.text
 
 
 def _whole_sections(whole: list[Chunk], own: list[Chunk]) -> list[tuple[str, int, str]]:
