@@ -166,3 +166,9 @@ def test_a_steps_code_block_cut_between_chunks_stays_inside_its_step(sample):
     step4 = answer.text.split("4. Look for long-running queries", 1)[1]
     assert step4.split("\n\n", 2)[1].startswith("   ```bash"), step4[:200]
     assert "\n```" not in answer.text  # no fence falls out of its list item
+
+
+def test_a_chunk_quoted_after_its_neighbour_does_not_repeat_their_overlap(sample):
+    # The deploy page's step 4 is cut between chunks; the next chunk repeats its end.
+    answer = sample.answering.ask("How do I roll back a bad deploy?")
+    assert answer.text.count("You can follow it with:") <= 1, answer.text
