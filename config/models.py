@@ -569,6 +569,50 @@ class RateLimitConfig(_Section):
     window_s: int = Field(default=60, ge=1, le=86400, description="the window, in seconds")
 
 
+class FeedbackConfig(_Section):
+    """How 👍/👎 and leads' curations change what later askers are shown.
+
+    A 👎 with reason wrong, outdated or irrelevant sources counts against the documents
+    its answer cited, a 👍 for them, on that question and on close ones (question
+    embeddings' cosine of at least ``close``), only for askers with the same audiences.
+    Votes move a document a bounded number of places among the documents retrieved, never
+    out of them (docs/EVALUATION.md, "Feedback in ranking")."""
+
+    ranking: bool = Field(default=True, description="votes move documents in ranking")
+    close: float = Field(
+        default=0.8,
+        ge=0.5,
+        le=1,
+        description="question embeddings' cosine over which two questions share votes "
+        "and curations",
+    )
+    min_voters: int = Field(
+        default=2, ge=1, le=100, description="distinct voters before votes move a document"
+    )
+    half_life_days: float = Field(
+        default=90, gt=0, description="a vote's weight halves with every this many days"
+    )
+    max_up: int = Field(default=2, ge=0, le=10, description="places votes can lift a document")
+    max_down: int = Field(default=1, ge=0, le=10, description="places votes can lower a document")
+    margin: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="votes move a document only past documents this close to it in meaning",
+    )
+    review_below: float = Field(
+        default=0.55,
+        ge=0,
+        le=1,
+        description="answers whose best passage is less similar than this go to the review "
+        "queue (with abstentions and 👎)",
+    )
+    post_corrections: bool = Field(
+        default=False,
+        description="a reviewer may post a corrected answer into the original thread",
+    )
+
+
 class KbotConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -583,6 +627,7 @@ class KbotConfig(_Section):
     )
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     connectors: list[ConnectorConfig] = Field(default_factory=list)
     # Where this config was read from, for messages.

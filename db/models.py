@@ -133,6 +133,16 @@ class QueryRecord(Base):
     follows: Mapped[str | None] = mapped_column(String(32), nullable=True)
     standalone_question: Mapped[str | None] = mapped_column(Text, nullable=True)
     condense_fallback: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Feedback ranking (None before 0009): the requester's audiences, sorted and
+    # comma-joined (votes count only for requesters with the same ones), the question's
+    # embedding as float32 bytes (close questions share votes and curations), and how
+    # close the best passage was in meaning (the review queue takes the lowest).
+    audiences: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    question_vec: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # What votes and curations did to the ranking, for the trace:
+    # [{"kind": "votes"|"pin"|"suppress", "connector", "path", ...}]
+    adjustments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class Feedback(Base):
@@ -150,6 +160,45 @@ class Feedback(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Curation(Base):
+    """A lead's pin ("best bet") or suppression of one document for a question and its
+    close paraphrases. Removing it keeps the row (who and when), so the list shows history."""
+
+    __tablename__ = "curations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(16))  # pin|suppress
+    question: Mapped[str] = mapped_column(Text)
+    question_vec: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    connector: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The logged question it was made from (a review, a report row), if any.
+    query_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    removed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+class Review(Base):
+    """A reviewer's decision on a queued answer; a reviewed answer leaves the queue."""
+
+    __tablename__ = "reviews"
+
+    query_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("queries.id", ondelete="CASCADE"), primary_key=True
+    )
+    outcome: Mapped[str] = mapped_column(String(16))  # right|pinned|gap|dismissed
+    why: Mapped[str] = mapped_column(String(16))  # low_confidence|abstained|downvoted
+    reviewer: Mapped[str] = mapped_column(String(255))
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # "pinned": the document the reviewer picked, and the pin made for it.
+    connector: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    curation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class PlatformEvent(Base):
