@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
+from bot.answer.curation import Curations
 from bot.answer.feedback import FeedbackService
 from bot.answer.generation import AnswerCache, CircuitBreaker
 from bot.answer.limits import MemoryCounter, RateLimiter, RedisCounter
 from bot.answer.retrieval import Retriever
 from bot.answer.service import AnsweringService
+from bot.answer.votes import VoteRanking
 from config.models import KbotConfig, StorageConfig
 from db import Database, Pool
 from indexer.embeddings import Embedder, get_embedder
@@ -93,6 +95,8 @@ class Runtime:
             self.lexical,
             self.embedder,
             {c.name: c.audiences() for c in self.config.connectors},
+            votes=self.votes,
+            curations=self.curations,
         )
         generator = None
         if self.config.llm is not None:
@@ -163,7 +167,22 @@ class Runtime:
 
     @cached_property
     def feedback(self) -> FeedbackService:
-        return FeedbackService(self.db)
+        votes = self.votes
+        return FeedbackService(self.db, on_vote=votes.invalidate if votes else None)
+
+    @cached_property
+    def votes(self) -> VoteRanking | None:
+        """Askers' votes in ranking (feedback.ranking); None when it is off."""
+        if not self.config.feedback.ranking:
+            return None
+        return VoteRanking(self.config.feedback, self.db)
+
+    @cached_property
+    def curations(self) -> Curations:
+        """Leads' pins and suppressions."""
+        return Curations(
+            self.db, lambda text: self.embedder.embed([text])[0], self.config.feedback.close
+        )
 
     def close(self) -> None:
         if self._writer_lock is not None:

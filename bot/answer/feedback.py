@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,10 @@ class Vote:
 
 
 class FeedbackService:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, on_vote: Callable[[], None] | None = None):
         self.db = db
+        # Told of every recorded vote (this process's vote ranking reads them again).
+        self.on_vote = on_vote
 
     def record(
         self, query_id: str, vote: str, *, user: str | None = None, reason: str | None = None
@@ -68,6 +71,8 @@ class FeedbackService:
 
         # An upsert, so running it again after a lost connection records one vote.
         changed = self.db.write(upsert, "record a vote")
+        if self.on_vote is not None:
+            self.on_vote()
         return Vote(query_id, user, vote, reason, changed)
 
     def link_message(self, platform: str, message_id: str, query_id: str) -> None:

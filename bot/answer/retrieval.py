@@ -16,6 +16,8 @@ over the stored one until the next sync re-labels the chunks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,10 +28,16 @@ from indexer.embeddings import Embedder
 from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.store import ScoredChunk, VectorStore
 
+if TYPE_CHECKING:
+    from bot.answer.curation import Curations
+    from bot.answer.votes import VoteRanking
+
 RRF_K = 60
 # How many more candidates to fetch when some audiences are hidden from the requester.
 OVERFETCH = 4
 ALL = 10**9
+# How many of a pinned document's chunks are put first when retrieval did not find it.
+PINNED_CHUNKS = 3
 
 
 # The audience of a chunk whose stored audience its connector no longer maps to: no
@@ -50,8 +58,18 @@ class Retriever:
         lexical: LexicalIndex | SharedLexicalIndex | None,
         embedder: Embedder,
         connector_audiences: Mapping[str, str | frozenset[str]] | None = None,
+        votes: VoteRanking | None = None,
+        curations: Curations | None = None,
     ):
         self.config = config
+        # What askers' votes and leads' curations do to the fused ranking (None: nothing).
+        self.votes = votes
+        self.curations = curations
+        # A question's embedding, once: the query log keeps it, and a follow-up searches
+        # its thread's earlier question again.
+        self.vector_of: Callable[[str], np.ndarray] = lru_cache(maxsize=1024)(
+            lambda text: self.embedder.embed([text])[0]
+        )
         self.store = store
         self.lexical = lexical
         self.embedder = embedder
@@ -95,14 +113,19 @@ class Retriever:
         return chunk.audience if chunk.audience in configured else RELABEL_PENDING
 
     def search(
-        self, question: str, k: int, audiences: frozenset[str] = frozenset({PUBLIC})
+        self,
+        question: str,
+        k: int,
+        audiences: frozenset[str] = frozenset({PUBLIC}),
+        notes: list[dict[str, Any]] | None = None,
     ) -> list[ScoredChunk]:
-        """The ``k`` best chunks for ``question`` that ``audiences`` may see, best first."""
+        """The ``k`` best chunks for ``question`` that ``audiences`` may see, best first.
+        What votes and curations changed is appended to ``notes``, for the trace."""
         store = self.store()
         if store is None:
             return []
         audiences = visible_to(audiences)
-        vector = self.embedder.embed([question])[0]
+        vector = self.vector_of(question)
         mode = self.config.mode if self.lexical is not None else "dense"
         # Fusion needs a wider pool than it returns; dense-only ranking does not.
         n = k if mode == "dense" else max(self.config.candidates, k)
@@ -125,7 +148,7 @@ class Retriever:
                 want *= OVERFETCH
             dense = dense[:n]
         if mode == "dense":
-            return dense[:k]
+            return self._adjusted(question, vector, audiences, dense, store, notes)[:k]
         lexical = self._keywords(question, n, fetch, audiences, store.share(audiences))
 
         pool = {h.chunk.id: h for h in dense}
@@ -154,7 +177,84 @@ class Retriever:
             ),
             key=lambda h: (-h.score, -h.dense, h.chunk.id),
         )
-        return ranked[:k]
+        return self._adjusted(question, vector, audiences, ranked, store, notes)[:k]
+
+    def _adjusted(
+        self,
+        question: str,
+        vector: np.ndarray,
+        audiences: frozenset[str],
+        hits: list[ScoredChunk],
+        store: VectorStore,
+        notes: list[dict[str, Any]] | None,
+    ) -> list[ScoredChunk]:
+        """``hits`` after leads' suppressions, askers' votes, then leads' pins."""
+        said: list[dict[str, Any]] = []
+        matches = self.curations.matching(question, vector) if self.curations else []
+        gone = {(m.connector, m.path): m for m in matches if m.action == "suppress"}
+        if gone:
+            present = {(h.chunk.connector, h.chunk.doc_id) for h in hits}
+            hits = [h for h in hits if (h.chunk.connector, h.chunk.doc_id) not in gone]
+            said += [
+                {
+                    "kind": "suppress",
+                    "curation": m.id,
+                    "connector": m.connector,
+                    "path": m.path,
+                    "similarity": m.similarity,
+                    "applied": d in present,
+                }
+                for d, m in gone.items()
+            ]
+        if self.votes is not None:
+            from bot.answer.votes import audience_key
+
+            hits, moved = self.votes.apply(hits, vector, audience_key(audiences))
+            said += moved
+        for m in (m for m in matches if m.action == "pin"):
+            pinned = self._pinned(m.connector, m.path, hits, vector, audiences, store)
+            said.append(
+                {
+                    "kind": "pin",
+                    "curation": m.id,
+                    "connector": m.connector,
+                    "path": m.path,
+                    "similarity": m.similarity,
+                    "applied": bool(pinned),
+                }
+            )
+            if pinned:
+                # The closest pin the asker may see leads; the rest follow in rank order.
+                top = max((h.score for h in hits), default=1.0)
+                ids = {h.chunk.id for h in pinned}
+                hits = [ScoredChunk(h.chunk, top, h.dense, h.lexical) for h in pinned] + [
+                    h for h in hits if h.chunk.id not in ids
+                ]
+                break
+        if notes is not None:
+            notes.extend(said)
+        return hits
+
+    def _pinned(
+        self,
+        connector: str,
+        path: str,
+        hits: list[ScoredChunk],
+        vector: np.ndarray,
+        audiences: frozenset[str],
+        store: VectorStore,
+    ) -> list[ScoredChunk]:
+        """A pinned document's chunks closest to the question, best first; none when the
+        asker may not see it or it is no longer indexed."""
+        own = [h for h in hits if (h.chunk.connector, h.chunk.doc_id) == (connector, path)]
+        if not own and self.curations is not None:
+            ids = self.curations.chunk_ids(connector, path)
+            got = store.get(ids, vector, audiences=audiences) if ids else []
+            own = sorted(
+                (h for h in got if self.audience_of(h.chunk) in audiences),
+                key=lambda h: -h.dense,
+            )[:PINNED_CHUNKS]
+        return [h for h in own if self.audience_of(h.chunk) in audiences]
 
 
 def _minmax(values: list[float]) -> np.ndarray:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.answer import answer_type, events, procedures, threads
+from bot.answer.curation import to_bytes
 from bot.answer.limits import RateLimiter
 from bot.answer.passages import (
     blocks,
@@ -25,6 +26,7 @@ from bot.answer.passages import (
 from bot.answer.request_ids import new_query_id
 from bot.answer.retrieval import Retriever, visible_to
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester, add_usage
+from bot.answer.votes import audience_key
 from config.models import AnsweringConfig
 from db import Database
 from db.models import IndexedDocument, QueryRecord, utcnow
@@ -119,25 +121,32 @@ class AnsweringService:
         error = None
         searched = q
         audiences = visible_to(requester.audiences)
+        # What votes and curations did to each search's ranking, by the text searched.
+        notes: dict[str, list[dict[str, Any]]] = {}
+
+        def search(text: str) -> list[ScoredChunk]:
+            return self.retrieve(text, audiences, notes.setdefault(text, []))
+
         try:
             if history.turns:
-                hits, searched = threads.follow_up_hits(
-                    q,
-                    history,
-                    lambda text: self.retrieve(text, audiences),
-                    standalone,
-                )
+                hits, searched = threads.follow_up_hits(q, history, search, standalone)
             else:
-                hits = self.retrieve(q, audiences)
+                hits = search(q)
         except StoreError as e:
             log.error("retrieval failed: %s", e)
             hits, error = [], "The knowledge index is unavailable right now, so I can't search it."
         t1 = time.perf_counter()
+        adjustments = notes.get(searched, [])
+        # A lead's pin says this document answers the question: it is answered from it.
+        pinned = any(n["kind"] == "pin" and n["applied"] for n in adjustments)
         # Passages are chosen for the question as asked: "and what if that doesn't work?"
         # is answered from the runbook's fallback section, not the one the thread's first
         # question was answered from (measured: bench/followups.py). A model's condensed
         # question says the same with its context resolved.
-        answer = self.compose(standalone or q, hits)
+        answer = self.compose(standalone or q, hits, pinned=pinned)
+        answer.adjustments = adjustments
+        # How close the best passage was in meaning: the review queue takes the lowest.
+        answer.confidence = round(max(h.dense for h in hits), 4) if hits else None
         answer.error = error
         if error:
             answer.text = f"{error} Please try again in a few minutes."
@@ -165,7 +174,7 @@ class AnsweringService:
         answer.latency_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
         today = utcnow().date()
         answer.citations = [c.aged(today, self.config.stale_after) for c in answer.citations]
-        self._log(answer, requester)
+        self._log(answer, requester, searched, audiences)
         return answer
 
     def history(self, requester: Requester) -> threads.History:
@@ -182,11 +191,14 @@ class AnsweringService:
         return threads.known(self.db, threads.thread_key(platform, thread))
 
     def retrieve(
-        self, question: str, audiences: frozenset[str] = frozenset({PUBLIC})
+        self,
+        question: str,
+        audiences: frozenset[str] = frozenset({PUBLIC}),
+        notes: list[dict[str, Any]] | None = None,
     ) -> list[ScoredChunk]:
-        return self.retriever.search(question, self.config.top_k, audiences)
+        return self.retriever.search(question, self.config.top_k, audiences, notes)
 
-    def compose(self, question: str, hits: list[ScoredChunk]) -> Answer:
+    def compose(self, question: str, hits: list[ScoredChunk], pinned: bool = False) -> Answer:
         """Decide whether the evidence is strong enough, and build the answer text."""
         qid = new_query_id()  # the request id, so logs and the query log share it
         retrieved = [
@@ -216,7 +228,7 @@ class AnsweringService:
         # mentions is about something the knowledge base does not cover, however close
         # the runbooks for its neighbours are. Only what this requester may see is
         # searched, so the reply reveals nothing about other audiences' documents.
-        unknown = _unknown_names(question, hits)
+        unknown = [] if pinned else _unknown_names(question, hits)
         # A short question in the words of the best document's title ("How do I deploy a
         # service?" and *Deploying a service*) is about that document, though a
         # few-word question sits further from any passage in meaning than a sentence does.
@@ -225,6 +237,8 @@ class AnsweringService:
             and confidence >= self.config.min_score - TITLE_MARGIN
             and procedures.names_subject(question, ranked[0].chunk.title) == 1.0
         ):
+            confidence = max(confidence, self.config.min_score)
+        if pinned:
             confidence = max(confidence, self.config.min_score)
         if not ranked or confidence < self.config.min_score or unknown:
             cites = [
@@ -257,12 +271,16 @@ class AnsweringService:
         steps = procedures.asks_for_steps(question)
         # A how-to question whose closest documents only mention what it asks about is not
         # answered by them: say so, rather than quote the paragraphs around the mention.
-        passing = steps and procedures.only_in_passing(
-            question,
-            list(dict.fromkeys(h.chunk.title for h in hits)),
-            [h.chunk.text for h in hits],
-            [[c.text for c in docs[_doc(h.chunk)]] for h in chosen],
-            chosen[0].chunk.title,
+        passing = (
+            steps
+            and not pinned
+            and procedures.only_in_passing(
+                question,
+                list(dict.fromkeys(h.chunk.title for h in hits)),
+                [h.chunk.text for h in hits],
+                [[c.text for c in docs[_doc(h.chunk)]] for h in chosen],
+                chosen[0].chunk.title,
+            )
         )
         if passing:
             cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]
@@ -337,8 +355,22 @@ class AnsweringService:
             return [chunk]
         return sorted(got, key=lambda c: c.index) or [chunk]
 
-    def _log(self, answer: Answer, requester: Requester) -> None:
+    def _log(
+        self, answer: Answer, requester: Requester, searched: str, audiences: frozenset[str]
+    ) -> None:
+        vector = None
+        if answer.citations:
+            # Votes on this answer count for close questions: by this embedding, of what
+            # was searched (a follow-up's stand-alone question).
+            try:
+                vector = to_bytes(self.retriever.vector_of(searched))
+            except Exception as e:  # the answer is logged without it
+                log.warning("cannot embed the question for the query log: %s", e)
         record = QueryRecord(
+            audiences=audience_key(audiences),
+            question_vec=vector,
+            confidence=answer.confidence,
+            adjustments=answer.adjustments or None,
             id=answer.query_id,
             created_at=utcnow(),
             platform=requester.platform,

@@ -143,6 +143,10 @@ class Answer:
     follows: str | None = None
     standalone_question: str | None = None
     condense_fallback: str | None = None
+    # How close the best passage was in meaning (None: nothing was retrieved), and what
+    # askers' votes and leads' curations did to the ranking: [{"kind", ...}].
+    confidence: float | None = None
+    adjustments: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
