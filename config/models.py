@@ -166,7 +166,19 @@ class EmbeddingConfig(_Section):
         default=BUNDLED_MODEL,
         description=f"{BUNDLED_MODEL!r} (bundled) or a local sentence-transformers model folder",
     )
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch",
+        description="the encoder: torch (fp32), onnx (fp32 on ONNX Runtime) or onnx-int8 "
+        "(int8-quantised, fastest); both ONNX ones are exported once into data_dir/models. "
+        "Changing it re-indexes everything",
+    )
     batch_size: int = Field(default=64, ge=1, le=1024)
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="the encoder's threads (default: the backend's own, one per core)",
+    )
 
     @field_validator("model")
     @classmethod
@@ -580,7 +592,7 @@ class FeedbackConfig(_Section):
 
     ranking: bool = Field(default=True, description="votes move documents in ranking")
     close: float = Field(
-        default=0.8,
+        default=0.7,
         ge=0.5,
         le=1,
         description="question embeddings' cosine over which two questions share votes "

@@ -104,7 +104,7 @@ class Curations:
         self,
         db: Database,
         embed: Callable[[str], np.ndarray],
-        close: float = 0.8,
+        close: float = 0.7,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.db = db

@@ -246,10 +246,12 @@ class Retriever:
     ) -> list[ScoredChunk]:
         """A pinned document's chunks closest to the question, best first; none when the
         asker may not see it or it is no longer indexed."""
+        ids = self.curations.chunk_ids(connector, path) if self.curations else []
+        if not ids:  # no longer indexed: the curation is broken, and ignored
+            return []
         own = [h for h in hits if (h.chunk.connector, h.chunk.doc_id) == (connector, path)]
-        if not own and self.curations is not None:
-            ids = self.curations.chunk_ids(connector, path)
-            got = store.get(ids, vector, audiences=audiences) if ids else []
+        if not own:
+            got = store.get(ids, vector, audiences=audiences)
             own = sorted(
                 (h for h in got if self.audience_of(h.chunk) in audiences),
                 key=lambda h: -h.dense,

@@ -188,16 +188,24 @@ def move(
     order = list(best)
     keys = {d: float(i) for i, d in enumerate(order)}
     notes: list[dict[str, object]] = []
+    places_of = {d: v.places(config) for d, v in scores.items()}
     for i, d in enumerate(order):
         v = scores.get(d)
-        places = v.places(config) if v else 0
+        places = places_of.get(d, 0)
         if v is None or not places:
             continue
         direction = 1 if places < 0 else -1  # +1: down the list
         moved = 0
         while moved < abs(places):
             j = i + direction * (moved + 1)
-            if not 0 <= j < len(order) or abs(best[order[j]].dense - best[d].dense) > config.margin:
+            if not 0 <= j < len(order):
+                break
+            other = order[j]
+            # Only past a document the votes favour less (lifting) or more (lowering):
+            # documents voted alike keep their order.
+            if (places_of.get(other, 0) - places) * direction <= 0:
+                break
+            if abs(best[other].dense - best[d].dense) > config.margin:
                 break
             moved += 1
         to = i + direction * moved
