@@ -169,6 +169,26 @@ def main() -> None:
         cells = [f"{b[m]} → {a[m]}" for m in MEASURES]
         lines.append(f"| {name} | {len(before[name][0])} | " + " | ".join(cells) + " |")
 
+    # The review queue's confidence threshold: what it would queue of the dev answers.
+    below = config.feedback.review_below
+    answered = [
+        (a.confidence or 0.0, o.cited_relevant)
+        for name in ("voted", "held in")
+        for o, a in zip(*before[name], strict=True)
+        if not a.abstained
+    ]
+    queued = [right for c, right in answered if c < below]
+    wrong = [c for c, right in answered if not right]
+    lines += [
+        "",
+        f"Review queue: feedback.review_below {below} queues {len(queued)} of "
+        f"{len(answered)} answered dev questions ({sum(queued)} of them cited a relevant "
+        f"document); answered without a relevant citation: {len(wrong)}"
+        + (f", confidence {', '.join(f'{c:.3f}' for c in sorted(wrong))}" if wrong else "")
+        + f". Answered confidences: min {min(c for c, _ in answered):.3f}, "
+        f"10th percentile {sorted(c for c, _ in answered)[len(answered) // 10]:.3f}.",
+    ]
+
     # Adversarial: five voters 👎 a correct first document.
     drops, cited, cases = [], 0, 0
     for q in voted:

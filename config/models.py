@@ -613,7 +613,7 @@ class FeedbackConfig(_Section):
         description="votes move a document only past documents this close to it in meaning",
     )
     review_below: float = Field(
-        default=0.55,
+        default=0.5,
         ge=0,
         le=1,
         description="answers whose best passage is less similar than this go to the review "
