@@ -59,6 +59,9 @@ def compose(report: dict[str, Any], base_url: str | None, quote: Callable[[str],
             f" ({report['helpful_rate']:.0%} helpful)" if report["helpful_rate"] is not None else ""
         ),
     ]
+    waiting = report.get("review_queue")
+    if waiting is not None:
+        lines.append(f"{waiting} answer{'' if waiting == 1 else 's'} waiting for review")
     lat = report["latency_ms"]
     if lat["p50"] is not None:
         lines.append(f"Latency: p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms")

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from bot.answer.generation import normalise_question
 from bot.review.cost import DAYS_PER_MONTH
 from bot.review.evaluation import percentile
+from bot.review.queue import ReviewQueue
 from config.models import KbotConfig
 from db import Database
 from db.models import Feedback, IndexedDocument, QueryRecord, utcnow
@@ -259,6 +260,7 @@ def build_report(
             gap["asked"] += 1
             gap["abstained" if q.abstained else "low_confidence"] += 1
             gap["last_asked"] = _iso(q.created_at)
+            gap["query_id"] = q.id  # the latest ask: the /reports page curates from it
             gap["closest"] = q.citations[0].get("title", "") if q.citations else None
 
     up_total = sum(d["up"] for d in by_day.values())
@@ -310,6 +312,8 @@ def build_report(
             gaps.values(), key=lambda g: (-g["asked"], -g["abstained"], g["question"])
         )[:CONTENT_GAPS],
         "stale_documents": [{k: d[k] for k in STALE_FIELDS} for d in doc_rows if d["stale"]],
+        # Now, not over the period: how many questions wait in the review queue.
+        "review_queue": ReviewQueue(db, config.feedback.review_below).count(),
     }
 
 

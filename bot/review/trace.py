@@ -47,6 +47,7 @@ def trace(db: Database, query_id: str) -> dict[str, Any]:
             "prompt": q.prompt,
             "passages": q.passages or [],
             "thread": _thread(s, q),
+            "adjustments": q.adjustments or [],
             "feedback": [
                 {"user": f.user_id, "vote": f.vote, "reason": f.reason, "at": f.updated_at}
                 for f in votes
@@ -113,6 +114,27 @@ def thread_lines(th: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def adjustment_line(note: dict[str, Any]) -> str:
+    """What one vote or curation note of the retriever did, in a sentence:
+    "votes moved runbooks/x.md from 1 to 2 (net -2.0 from 3 voters)"."""
+    doc = f"{note['connector']}:{note['path']}"
+    kind = note.get("kind")
+    if kind == "votes":
+        n = note["voters"]
+        why = f"net {note['net']:+.1f} from {n} voter{'' if n == 1 else 's'}"
+        if note["from"] == note["to"]:
+            return f"votes left {doc} at {note['from']} ({why})"
+        return f"votes moved {doc} from {note['from']} to {note['to']} ({why})"
+    if kind in ("pin", "suppress"):
+        head = f"{kind} #{note['curation']} of {doc}"
+        sim = f"similarity {note['similarity']:.2f}"
+        if note.get("applied"):
+            return f"{head} applied ({sim})"
+        why = "not retrieved" if kind == "suppress" else "not visible to the asker or gone"
+        return f"{head} matched but did nothing: {why} ({sim})"
+    return f"{kind} on {doc}"
+
+
 def passage_shares(block: dict[str, Any]) -> str:
     """A chosen block's feature shares, largest first: "question_words 52%, code 31%"."""
     if block.get("inherited"):
@@ -159,6 +181,9 @@ def format_trace(t: dict[str, Any]) -> str:
                 lines.append(f"  [{p['n']}] {HOW.get(how, how)}")
             for b in p["blocks"]:
                 lines.append(f"  [{p['n']}] {b['score']:.3f}  {passage_shares(b)}  {b['block']}")
+    notes = t.get("adjustments") or []
+    lines.append("feedback and curations:" if notes else "feedback and curations: none")
+    lines += [f"  {adjustment_line(n)}" for n in notes]
     if t["prompt"]:
         lines += ["prompt:", *("  " + line for line in t["prompt"].splitlines())]
     lines.append("feedback:" if t["feedback"] else "feedback: none")
