@@ -1,7 +1,20 @@
 """The ``kbot`` command line: one module per command group, each a thin shell over the same
 services the bot uses (``bot.cli.main`` holds the group, its options and error handling)."""
 
-from bot.cli import ask, connectors, cost, db, eval, feedback, report, serve, sync, trace
+from bot.cli import (
+    ask,
+    connectors,
+    cost,
+    curate,
+    db,
+    eval,
+    feedback,
+    report,
+    review,
+    serve,
+    sync,
+    trace,
+)
 from bot.cli.main import cli, main
 
 __all__ = [
@@ -9,11 +22,13 @@ __all__ = [
     "cli",
     "connectors",
     "cost",
+    "curate",
     "db",
     "eval",
     "feedback",
     "main",
     "report",
+    "review",
     "serve",
     "sync",
     "trace",

@@ -36,16 +36,24 @@ def feedback_add(
     required=True,
     metavar="FILE.jsonl",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the voted questions here, in the `kbot eval` question format.",
+    help="Write the reviewed and voted questions here, in the `kbot eval` question format.",
 )
 @click.option("--include-up", is_flag=True, help="Export 👍 questions too (default: 👎 only).")
 @click.pass_obj
 def feedback_export(state: State, path: Path, include_up: bool) -> None:
-    """Turn voted questions into eval cases; a lead fills in each one's relevant documents
-    and answer keywords to grow the labeled set."""
-    cases = state.runtime().feedback.eval_cases(include_up=include_up)
+    """Turn reviewed and voted questions into eval cases. Reviewed ones (`kbot review`,
+    /reports/review) come labeled; for the voted ones nobody reviewed, a lead fills in the
+    relevant documents and answer keywords to grow the labeled set."""
+    from bot.review.queue import ReviewQueue, export_cases
+
+    rt = state.runtime()
+    queue = ReviewQueue(rt.db, rt.config.feedback.review_below)
+    cases, labeled = export_cases(queue, rt.feedback.eval_cases(include_up=include_up))
     path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
-    click.echo(
-        f"wrote {len(cases)} question(s) to {path}; fill in 'relevant' and 'answer_keywords' "
-        "(and correct 'kind') before running kbot eval on it"
-    )
+    message = f"wrote {len(cases)} question(s) to {path}, {labeled} labeled by review"
+    if len(cases) > labeled:
+        message += (
+            "; fill in the others' 'relevant' and 'answer_keywords' (and correct 'kind') "
+            "before running kbot eval on it"
+        )
+    click.echo(message)

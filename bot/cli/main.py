@@ -15,9 +15,11 @@ log = logging.getLogger("kbot")
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
+    from bot.answer.curation import CurationError
     from bot.answer.feedback import FeedbackError
     from bot.answer.types import QuestionError
     from bot.ops.shared import RedisUnavailable
+    from bot.review.queue import ReviewError
     from db import DatabaseError
     from indexer.embeddings import EmbeddingError
     from indexer.lock import IndexLockedError
@@ -27,6 +29,8 @@ def _known_errors() -> tuple[type[Exception], ...]:
         ConfigError,
         QuestionError,
         FeedbackError,
+        CurationError,
+        ReviewError,
         DatabaseError,
         EmbeddingError,
         IndexLockedError,
