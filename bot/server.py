@@ -19,6 +19,8 @@ from bot.ops import observer
 from bot.ops.logs import aiohttp_middleware as request_ids
 from bot.ops.metrics import mount as mount_metrics
 from bot.review.pages import mount_reports
+from bot.review.queue import QueueCollector
+from bot.review.queue_pages import mount_review
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ def create_app(runtime: Runtime) -> web.Application:
     mount_web_chat(app, runtime)  # /, /api/ask, /api/feedback
     mount_teams(app, runtime)
     mount_reports(app, runtime)  # /reports and /reports/trace/{id}, behind reports: auth
-    mount_metrics(app, runtime)  # GET /metrics, unauthenticated: no user data in it
+    mount_review(app, runtime)  # /reports/review and /reports/curations, the same auth
+    metrics = mount_metrics(app, runtime)  # GET /metrics, unauthenticated: no user data in it
+    metrics.registry.register(QueueCollector(runtime))  # kbot_review_queue
     return app
 
 

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bot.review.render import FORMATS, render, render_template, report_context
 from bot.review.report import Redactor, ReportError, build_report
-from bot.review.trace import HOW, UnknownTrace, passage_shares, trace
+from bot.review.trace import HOW, UnknownTrace, adjustment_line, passage_shares, trace
 from bot.runtime import Runtime
 from config.models import ReportsConfig
 
@@ -79,6 +79,7 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
         body = render_template(
             "report_page.html.j2",
             **report_context(report, lambda qid: f"reports/trace/{qid}"),
+            curate_link=lambda qid: f"/reports/curate/{qid}",
             since=since,
             periods=PERIODS,
             downloads=DOWNLOADS,
@@ -327,4 +328,5 @@ def trace_html(t: dict[str, Any], redactor: Redactor) -> str:
         thread=_thread_rows(t.get("thread"), redactor),
         prompt=prompt,
         feedback=[{**f, "user": redactor.user(f["user"])} for f in t["feedback"]],
+        adjustments=[adjustment_line(n) for n in t.get("adjustments") or []],
     )

@@ -183,8 +183,11 @@ PAGES = {
     "report_page.html.j2",
     "trace.html.j2",
     "message.html.j2",
+    "review.html.j2",
+    "pick.html.j2",
+    "curations.html.j2",
 }
-PIECES = {"layout.html.j2", "page.html.j2", "macros.html.j2"}
+PIECES = {"layout.html.j2", "page.html.j2", "macros.html.j2", "actions_page.html.j2"}
 
 
 def test_the_environment_escapes_by_default_and_refuses_undefined_names() -> None:
@@ -200,6 +203,7 @@ def test_every_template_renders_the_seeded_report_with_nothing_undefined(kbot: S
     report = build_report(kbot.rt.db, kbot.rt.config)
     context = report_context(report, lambda q: f"https://kbot.example.test/t/{q}")
     qid = kbot.asked["disk"]["query_id"]
+    evil = kbot.asked["evil"]["query_id"]
     page_extra = {"since": "7d", "periods": PERIODS, "downloads": DOWNLOADS}
     rendered = {
         "report.html.j2": render_template("report.html.j2", **context),
@@ -209,6 +213,10 @@ def test_every_template_renders_the_seeded_report_with_nothing_undefined(kbot: S
         "message.html.j2": render_template(
             "message.html.j2", title="Log in", message="Who are you?", login_form=True
         ),
+        # The review queue's pages, as the server renders them (bot.review.queue_pages).
+        "review.html.j2": fetch(kbot.url + "reports/review", BEARER).body,
+        "pick.html.j2": fetch(kbot.url + f"reports/review/{evil}/pick", BEARER).body,
+        "curations.html.j2": fetch(kbot.url + "reports/curations", BEARER).body,
     }
     assert set(rendered) == PAGES
     for name, out in rendered.items():
@@ -218,6 +226,8 @@ def test_every_template_renders_the_seeded_report_with_nothing_undefined(kbot: S
     assert rendered["report.md.j2"].startswith("# kbot report: ")
     assert '<nav aria-label="Period and downloads">' in rendered["report_page.html.j2"]
     assert '<form method="post" action="/reports/login">' in rendered["message.html.j2"]
+    for name in ("review.html.j2", "pick.html.j2"):
+        assert "<script>" not in rendered[name] and "&lt;script&gt;alert(1)" in rendered[name]
     # A period with no traffic renders too: each empty section says so.
     later = build_report(kbot.rt.db, kbot.rt.config, "1d", now=utcnow() + timedelta(days=30))
     assert render(later, "html").count("None in this period.") == 4
