@@ -65,6 +65,19 @@ def _is_code(block: str) -> bool:
     return block.lstrip().startswith(("```", "~~~"))
 
 
+# A block that only points elsewhere ("See [Debugging Pods](https://...)"): it names a
+# page, it tells the asker nothing; the citation already links the document.
+_POINTER = re.compile(
+    r"\s*(?:(?:see|read|refer to|check|more (?:in|on|at)|for (?:more|details)[^\[]*)\s*:?\s*)?"
+    r"\[[^\]\n]+\]\([^)\s]+\)\s*[.:]?\s*",
+    re.IGNORECASE,
+)
+
+
+def _is_pointer(block: str) -> bool:
+    return bool(_POINTER.fullmatch(block))
+
+
 def _is_heading(block: str) -> bool:
     return block.lstrip().startswith("#") and "\n" not in block.strip()
 
@@ -365,7 +378,7 @@ def choose(
     cut: dict[int, int] = {}  # a numbered list quoted in part: how many steps
     used = 0
     for i in order:
-        if _is_heading(texts[i]) or (scores[i] <= 0 and chosen):
+        if _is_heading(texts[i]) or _is_pointer(texts[i]) or (scores[i] <= 0 and chosen):
             continue
         add = {i}
         # Prose before code brings its command along, and a block ending in ":" the list

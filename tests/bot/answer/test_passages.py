@@ -197,3 +197,19 @@ def test_what_a_lead_says_is_not_quoted_again() -> None:
     passage = "Pages are cached.\n\n…\n\nThe CDN   keeps them.\n\n…\n\nOther words."
     assert without(passage, ["The CDN keeps them."]) == "Pages are cached.\n\n…\n\nOther words."
     assert without("Only this.\n\n…\n\nAnd this.", ["And this."]) == "Only this."
+
+
+def test_a_block_that_only_points_elsewhere_is_not_quoted() -> None:
+    section = (
+        "## Diagnosis\n\n"
+        "See [Debugging Pods](https://kubernetes.io/docs/tasks/debug/#debugging-pods)\n\n"
+        "- Check pod events via `kubectl describe pod $POD`.\n"
+        "- Check pod logs via `kubectl logs $POD`.\n\n"
+        "History: the pods runbook was written in 2019 for the first pods cluster, long ago."
+    )
+    c = choose([(section, 0, "Diagnosis")], "How do I debug crashing pods?", budget=130)
+    assert "kubectl describe pod" in c.text
+    assert "See [Debugging Pods]" not in c.text
+    # A pointer with words of its own is prose, and is scored like any other block.
+    assert not passages._is_pointer("See [Debugging Pods](https://x/y) and restart the pod.")
+    assert passages._is_pointer("For more details see [the guide](https://x/y).")
