@@ -261,6 +261,10 @@ class SlackConfig(_Section):
     escalation_channel: str | None = Field(
         default=None, description="named in abstentions, e.g. '#ask-sre' or a channel id"
     )
+    suggested_prompts: list[str] = Field(
+        default_factory=list,
+        description="offered in a new assistant thread; default: the most asked questions",
+    )
 
 
 class TeamsConfig(_Section):

@@ -39,6 +39,10 @@ from bot.answer.request_ids import fresh_context
 from bot.answer.types import Answer, QuestionError, Requester
 from bot.chat import slack_blocks as kit
 from bot.chat.deliveries import Deliveries
+from bot.chat.slack_assistant import AssistantThreads
+from bot.chat.slack_assistant import on_unknown_event as on_unknown_assistant_event
+from bot.chat.slack_home import AppHome
+from bot.chat.slack_private import PrivateAnswers
 from bot.runtime import Runtime
 from config import ConfigError
 
@@ -154,10 +158,18 @@ class SlackAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._socket_handler: Any = None
         self._socket_task: asyncio.Task[None] | None = None
+        # The assistant panel's events and messages go to its middleware first; every
+        # other event passes on to the listeners below.
+        self.assistant = AssistantThreads(self)
+        self.app.assistant(self.assistant.middleware)
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
+        self.app.event(re.compile(r"^assistant_thread_"))(on_unknown_assistant_event)
+        self.home = AppHome(self)
+        self.private = PrivateAnswers(self)
         self.app.action(kit.VOTE_UP)(self._on_vote)
         self.app.action(kit.VOTE_DOWN)(self._on_vote)
+        self.app.action(kit.FEEDBACK_ACTION)(self._on_feedback_buttons)
         # Registered last: bolt runs the first listener that matches.
         self.app.action(re.compile(".*"))(self._on_unknown_action)
         self.app.view(kit.REASON_VIEW)(self._on_reason)
@@ -220,7 +232,7 @@ class SlackAdapter:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         # Each event is a request of its own: its logs and its answer share a request id.
         task = asyncio.get_running_loop().create_task(work, context=fresh_context())
         self._tasks.add(task)
@@ -229,7 +241,7 @@ class SlackAdapter:
     # -- questions ----------------------------------------------------------------------
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
-        self._spawn(self._answer(body, event, context.bot_user_id, dm=False))
+        self.spawn(self.answer(body, event, context.bot_user_id))
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
         if event.get("subtype") not in QUESTION_SUBTYPES or event.get("bot_id"):
@@ -240,10 +252,10 @@ class SlackAdapter:
             )
             return
         if event.get("channel_type") == "im":
-            self._spawn(self._answer(body, event, context.bot_user_id, dm=True))
+            self.spawn(self.answer(body, event, context.bot_user_id, dm=True))
         elif event.get("thread_ts") and event.get("thread_ts") != event.get("ts"):
             # A reply in a channel thread: a follow-up if kbot has answered in that thread.
-            self._spawn(self._follow_up(body, event, context.bot_user_id))
+            self.spawn(self._follow_up(body, event, context.bot_user_id))
         # Any other channel message is not addressed to kbot; a mention of it comes as
         # app_mention too, and is answered from there.
 
@@ -252,7 +264,7 @@ class SlackAdapter:
     ) -> None:
         """Answer a channel thread reply when kbot has answered in that thread (the query
         log says so, also after a restart); ignore it otherwise. A reply that also
-        mentions kbot arrives as app_mention as well: the delivery claim in ``_answer``
+        mentions kbot arrives as app_mention as well: the delivery claim in ``answer``
         (one per message) lets only one of the two answer it."""
         thread = thread_id(body, event)
         try:
@@ -263,16 +275,25 @@ class SlackAdapter:
         if not known:
             log.debug("Slack reply %s in thread %s is not kbot's; ignored", event.get("ts"), thread)
             return
-        await self._answer(body, event, bot_user_id, dm=False)
+        await self.answer(body, event, bot_user_id)
 
     def audiences(self, channel: str, dm: bool) -> frozenset[str]:
         """The audiences a Slack conversation may read (``public`` is added by retrieval)."""
         names = self.config.dm_audiences if dm else self.config.channels.get(channel, [])
         return frozenset(names)
 
-    async def _answer(
-        self, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None, dm: bool
+    async def answer(
+        self,
+        body: dict[str, Any],
+        event: dict[str, Any],
+        bot_user_id: str | None,
+        *,
+        dm: bool = False,
+        assistant: bool = False,
     ) -> None:
+        """Answer a message in its thread: a mention, a DM, a follow-up, or a question in
+        an assistant thread (``assistant``: its status instead of the 👀 reaction, and
+        Slack's feedback buttons)."""
         channel, ts, user = event.get("channel", ""), event.get("ts", ""), event.get("user")
         try:
             # One question is one message: Slack's retries of its event (same event_id)
@@ -282,49 +303,82 @@ class SlackAdapter:
                 log.info("Slack event %s for %s is a retry; already answered", _id(body), key)
                 return
             thread_ts = event.get("thread_ts") or ts
-            await self._call("reactions.add", channel=channel, timestamp=ts, name=WORKING_REACTION)
-            requester = Requester(
-                PLATFORM, channel, user, self.audiences(channel, dm), thread_id(body, event)
-            )
+            thread = thread_id(body, event)
             question = question_text(event.get("text") or "", bot_user_id)
-            try:
-                answer = await asyncio.to_thread(self.runtime.answering.ask, question, requester)
-            except RateLimited as e:
-                # Slack's way for a notice to one person: visible only to them, in the thread.
-                log.info("Slack question from %s in %s refused: %s", user, channel, e)
-                await self._call(
-                    "chat.postEphemeral",
-                    channel=channel,
-                    user=user,
-                    thread_ts=thread_ts,
-                    text=f":hourglass_flowing_sand: {e}",
+            if assistant:
+                first = not await asyncio.to_thread(
+                    self.runtime.answering.answered_in, PLATFORM, thread
                 )
-            except QuestionError as e:
-                log.info("Slack question from %s in %s refused: %s", user, channel, e)
-                await self._post(channel, thread_ts, str(e))
-            except Exception:
-                # The server log keeps the question that could not be answered.
-                log.exception("answering failed for %s in %s: %r", user, channel, question)
-                await self._post(channel, thread_ts, INTERNAL_ERROR)
+                await self.assistant.working(channel, thread_ts, first, question)
             else:
-                await self._post_answer(channel, thread_ts, answer)
-            await self._call(
-                "reactions.remove", channel=channel, timestamp=ts, name=WORKING_REACTION
+                await self.call(
+                    "reactions.add", channel=channel, timestamp=ts, name=WORKING_REACTION
+                )
+            requester = Requester(
+                PLATFORM, channel, user, self.audiences(channel, dm or assistant), thread
             )
+            posted = await self._reply(channel, thread_ts, question, requester, body, assistant)
+            if assistant and not posted:
+                await self.assistant.done(channel, thread_ts)
+            if not assistant:
+                await self.call(
+                    "reactions.remove", channel=channel, timestamp=ts, name=WORKING_REACTION
+                )
         except Exception:
             log.exception("Slack event %s in %s failed", _id(body), channel)
 
-    async def _post_answer(self, channel: str, thread_ts: str, answer: Answer) -> None:
-        fallback = kit.fallback_text(answer.text)
-        for blocks in kit.answer_messages(answer, self.config.escalation_channel):
-            if not await self._post(channel, thread_ts, fallback, blocks):
-                log.warning("answer %s was not delivered to Slack", answer.query_id)
-                return
+    async def _reply(
+        self,
+        channel: str,
+        thread_ts: str,
+        question: str,
+        requester: Requester,
+        body: dict[str, Any],
+        assistant: bool,
+    ) -> bool:
+        """Answer ``question`` in the thread (streamed with a model); True when a message
+        was posted there."""
+        user = requester.user
+        try:
+            answer = await asyncio.to_thread(self.runtime.answering.ask, question, requester)
+        except RateLimited as e:
+            # Slack's way for a notice to one person: visible only to them, in the thread.
+            log.info("Slack question from %s in %s refused: %s", user, channel, e)
+            await self.call(
+                "chat.postEphemeral",
+                channel=channel,
+                user=user,
+                thread_ts=thread_ts,
+                text=f":hourglass_flowing_sand: {e}",
+            )
+            return False
+        except QuestionError as e:
+            log.info("Slack question from %s in %s refused: %s", user, channel, e)
+            return await self.post(channel, thread_ts, str(e))
+        except Exception:
+            # The server log keeps the question that could not be answered.
+            log.exception("answering failed for %s in %s: %r", user, channel, question)
+            return await self.post(channel, thread_ts, INTERNAL_ERROR)
+        return await self.post_answer(channel, thread_ts, answer, native_feedback=assistant)
 
-    async def _post(
+    async def post_answer(
+        self, channel: str, thread_ts: str, answer: Answer, *, native_feedback: bool = False
+    ) -> bool:
+        """Post ``answer`` in the thread as one or more messages; True when all were."""
+        fallback = kit.fallback_text(answer.text)
+        messages = kit.answer_messages(
+            answer, self.config.escalation_channel, native_feedback=native_feedback
+        )
+        for blocks in messages:
+            if not await self.post(channel, thread_ts, fallback, blocks):
+                log.warning("answer %s was not delivered to Slack", answer.query_id)
+                return False
+        return True
+
+    async def post(
         self, channel: str, thread_ts: str, text: str, blocks: list[kit.Block] | None = None
     ) -> bool:
-        reply = await self._call(
+        reply = await self.call(
             "chat.postMessage",
             channel=channel,
             thread_ts=thread_ts,
@@ -336,25 +390,48 @@ class SlackAdapter:
         )
         return reply is not None
 
-    async def _call(self, method: str, **params: Any) -> Any:
+    async def call(self, method: str, **params: Any) -> Any:
         """A Web API call; a Slack error is logged and gives None instead of raising."""
+        reply, _ = await self.call_reply(method, **params)
+        return reply
+
+    async def call_error(self, method: str, **params: Any) -> str | None:
+        """A Web API call; None when it succeeded, else Slack's error code (logged)."""
+        reply, error = await self.call_reply(method, **params)
+        return None if reply is not None else error
+
+    async def call_reply(self, method: str, **params: Any) -> tuple[Any, str | None]:
+        """A Web API call: ``(reply, None)``, or ``(None, error code)`` with the failure
+        logged (a network failure's code is ``"network"``)."""
         try:
-            return await self.client.api_call(method, json=params)
+            return await self.client.api_call(method, json=params), None
         except SlackApiError as e:
             error = e.response.get("error") if e.response is not None else None
             retry_after = e.response.headers.get("Retry-After") if e.response is not None else None
             hint = f" (retry after {retry_after} s)" if retry_after else ""
             log.warning("Slack %s failed: %s%s", method, error or e, hint)
+            return None, str(error or "unknown")
         except (SlackClientError, OSError, TimeoutError) as e:
             log.warning("Slack %s failed: %s", method, e)
-        return None
+            return None, "network"
 
     # -- feedback -----------------------------------------------------------------------
 
     async def _on_vote(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
         vote = "up" if action.get("action_id") == kit.VOTE_UP else "down"
-        self._spawn(self._vote(body, action.get("value") or "", vote))
+        self.spawn(self._vote(body, action.get("value") or "", vote))
+
+    async def _on_feedback_buttons(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await ack()
+        parsed = kit.vote_of(action.get("value") or "")
+        if parsed is None:
+            log.warning("Slack feedback buttons sent %r; ignored", action.get("value"))
+            return
+        vote, query_id = parsed
+        self.spawn(self._vote(body, query_id, vote))
 
     async def _vote(self, body: dict[str, Any], query_id: str, vote: str) -> None:
         user = body.get("user", {}).get("id", "")
@@ -364,9 +441,9 @@ class SlackAdapter:
             if vote == "down" and body.get("trigger_id"):
                 # The trigger expires 3 s after the click: open the modal before anything else.
                 view = kit.reason_modal(query_id, channel or "", message.get("ts", ""))
-                await self._call("views.open", trigger_id=body["trigger_id"], view=view)
+                await self.call("views.open", trigger_id=body["trigger_id"], view=view)
             if await self._record(query_id, vote, user, None) and channel and message:
-                await self._call(
+                await self.call(
                     "chat.update",
                     channel=channel,
                     ts=message.get("ts"),
@@ -380,7 +457,7 @@ class SlackAdapter:
         await ack()  # closes the modal
         meta, reason = kit.reason_from_view(view)
         user = body.get("user", {}).get("id", "")
-        self._spawn(self._reason(meta.get("query_id", ""), user, reason))
+        self.spawn(self._reason(meta.get("query_id", ""), user, reason))
 
     async def _reason(self, query_id: str, user: str, reason: str | None) -> None:
         try:

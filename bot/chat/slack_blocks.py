@@ -9,6 +9,12 @@ import json
 import re
 from typing import Any
 
+from slack_sdk.models.blocks import (
+    ContextActionsBlock,
+    FeedbackButtonObject,
+    FeedbackButtonsElement,
+)
+
 from bot.answer.types import Answer
 
 Block = dict[str, Any]
@@ -23,6 +29,10 @@ FEEDBACK_BLOCK = "kbot_feedback"
 THANKS_BLOCK = "kbot_feedback_thanks"
 VOTE_UP = "kbot_vote_up"
 VOTE_DOWN = "kbot_vote_down"
+# Slack's feedback buttons (assistant replies): one action, the vote in the value.
+FEEDBACK_ACTION = "kbot_feedback_buttons"
+# "Share in thread" / "Share in channel" under a private answer.
+SHARE_ACTION = "kbot_share"
 REASON_VIEW = "kbot_feedback_reason"
 REASON_BLOCK, REASON_ACTION = "reason", "choice"
 DETAILS_BLOCK, DETAILS_ACTION = "details", "text"
@@ -172,13 +182,44 @@ def _context(text: str, block_id: str | None = None) -> Block:
     return block
 
 
-def answer_messages(answer: Answer, escalation_channel: str | None = None) -> list[list[Block]]:
-    """The blocks of one or more thread replies; the last carries the sources and 👍/👎."""
+def answer_messages(
+    answer: Answer,
+    escalation_channel: str | None = None,
+    *,
+    native_feedback: bool = False,
+    share: Block | None = None,
+    note: str | None = None,
+) -> list[list[Block]]:
+    """The blocks of one or more thread replies; the last carries the sources and 👍/👎.
+
+    ``native_feedback``: Slack's feedback buttons (assistant replies) instead of buttons;
+    ``share``: a share button beside the votes (a private answer's); ``note``: a line
+    above the answer (why a streamed answer was replaced)."""
+    body = [_section(piece) for piece in split_text(answer_mrkdwn(answer, escalation_channel))]
+    if note:
+        body.insert(0, _context(f":information_source: {escape(note)}"))
+    footer = answer_footer(answer, native_feedback=native_feedback, share=share)
+    blocks = body + footer
+    messages = [blocks[i : i + MAX_BLOCKS] for i in range(0, len(blocks), MAX_BLOCKS)]
+    if len(messages) > 1 and len(messages[-1]) < len(footer):
+        # Keep the sources, the mode line and the buttons together in the last message.
+        messages[-2], messages[-1] = messages[-2][: -len(footer)], blocks[-len(footer) :]
+        messages = [m for m in messages if m]
+    return messages
+
+
+def answer_mrkdwn(answer: Answer, escalation_channel: str | None = None) -> str:
+    """The answer's text as mrkdwn, with the escalation channel under an abstention."""
     text = to_mrkdwn(answer.text)
     if answer.abstained and escalation_channel:
         text += f"\n\nFor a person's help, ask in {channel_ref(escalation_channel)}."
-    body = [_section(piece) for piece in split_text(text)]
+    return text
 
+
+def answer_footer(
+    answer: Answer, *, native_feedback: bool = False, share: Block | None = None
+) -> list[Block]:
+    """What follows an answer's text: its sources, how it was made, and the votes."""
     footer: list[Block] = []
     if answer.citations:
         head = "*Closest sources*" if answer.abstained else "*Sources*"
@@ -193,23 +234,69 @@ def answer_messages(answer: Answer, escalation_channel: str | None = None) -> li
     else:
         how = "Quoted from the sources above (extracted, not generated)."
     footer.append(_context(how))
-    footer.append(
-        {
-            "type": "actions",
-            "block_id": FEEDBACK_BLOCK,
-            "elements": [
-                _button("👍 Helpful", VOTE_UP, answer.query_id),
-                _button("👎 Not helpful", VOTE_DOWN, answer.query_id),
-            ],
-        }
-    )
-    blocks = body + footer
-    messages = [blocks[i : i + MAX_BLOCKS] for i in range(0, len(blocks), MAX_BLOCKS)]
-    if len(messages) > 1 and len(messages[-1]) < len(footer):
-        # Keep the sources, the mode line and the buttons together in the last message.
-        messages[-2], messages[-1] = messages[-2][: -len(footer)], blocks[-len(footer) :]
-        messages = [m for m in messages if m]
-    return messages
+    if native_feedback and share is None:
+        footer.append(feedback_buttons(answer.query_id))
+    else:
+        buttons = [
+            _button("👍 Helpful", VOTE_UP, answer.query_id),
+            _button("👎 Not helpful", VOTE_DOWN, answer.query_id),
+        ]
+        footer.append(
+            {
+                "type": "actions",
+                "block_id": FEEDBACK_BLOCK,
+                "elements": [*buttons, share] if share else buttons,
+            }
+        )
+    return footer
+
+
+def feedback_buttons(query_id: str) -> Block:
+    """Slack's feedback buttons (a ``context_actions`` block) for an assistant reply; the
+    clicked button's value is ``up:<query id>`` or ``down:<query id>``."""
+    return ContextActionsBlock(
+        block_id=FEEDBACK_BLOCK,
+        elements=[
+            FeedbackButtonsElement(
+                action_id=FEEDBACK_ACTION,
+                positive_button=FeedbackButtonObject(
+                    text="Helpful", accessibility_label="This answer helped", value=f"up:{query_id}"
+                ),
+                negative_button=FeedbackButtonObject(
+                    text="Not helpful",
+                    accessibility_label="This answer did not help",
+                    value=f"down:{query_id}",
+                ),
+            )
+        ],
+    ).to_dict()
+
+
+def vote_of(value: str) -> tuple[str, str] | None:
+    """``(vote, query id)`` from a feedback button's value; None when it is not one."""
+    vote, _, query_id = value.partition(":")
+    return (vote, query_id) if vote in ("up", "down") and query_id else None
+
+
+def share_button(label: str, query_id: str, channel: str, thread_ts: str | None) -> Block:
+    """A private answer's button that posts it where everyone sees it."""
+    value = json.dumps({"q": query_id, "c": channel, "t": thread_ts})
+    return {
+        "type": "button",
+        "action_id": SHARE_ACTION,
+        "text": {"type": "plain_text", "text": label, "emoji": True},
+        "value": value,
+    }
+
+
+def shared_note(user: str) -> Block:
+    """Under an answer a person shared from a private one."""
+    return _context(f"Shared by <@{user}> from a private answer.")
+
+
+def notice(text: str) -> list[Block]:
+    """A one-section message (hints, errors)."""
+    return [_section(escape(text))]
 
 
 def _button(label: str, action_id: str, query_id: str) -> Block:
@@ -295,3 +382,33 @@ def reason_from_view(view: dict[str, Any]) -> tuple[dict[str, str], str | None]:
     details = (values.get(DETAILS_BLOCK, {}).get(DETAILS_ACTION, {}).get("value") or "").strip()
     reason = ": ".join(p for p in (choice, details) if p) or None
     return meta, reason
+
+
+HOME_HELP = (
+    "*How to ask kbot*\n"
+    "• Mention *@kbot* in a channel: it answers in the thread, and answers replies there.\n"
+    "• Message kbot directly, or open it in the assistant panel (the ✨ button).\n"
+    "• `/kbot your question` anywhere: only you see the answer, and you can share it.\n"
+    "• *Ask kbot about this* in a message's ⋮ menu: an answer about that message, privately.\n"
+    "Every answer cites its sources; 👍/👎 tell the people who keep them where they fall short."
+)
+HOME_RECENT = 10
+
+
+def home_view(recent: list[tuple[str, str | None, str]]) -> dict[str, Any]:
+    """The App Home tab: how to ask, and the person's recent ``(question, link to the
+    answer or None when it was private, when)``, newest first."""
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "kbot", "emoji": True}},
+        _section(HOME_HELP),
+        {"type": "divider"},
+        _section("*Your recent questions*"),
+    ]
+    if not recent:
+        blocks.append(_context("You have not asked kbot anything yet."))
+    for question, url, when in recent[:HOME_RECENT]:
+        shown = question if len(question) <= 150 else question[:149] + "…"
+        where = link(url, shown) if url else f"{escape(shown)} · _answered privately_"
+        blocks.append(_section(f"• {where}"))
+        blocks.append(_context(escape(when)))
+    return {"type": "home", "blocks": blocks}

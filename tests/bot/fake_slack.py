@@ -102,16 +102,26 @@ class FakeSlack:
         self.failures: dict[str, str] = {}  # channel -> Slack error code for any call there
         self.ratelimited: dict[str, int] = {}  # method -> 429 replies still to give
         self.holds: dict[str, Hold] = {}
+        self.unknown: set[str] = set()  # methods this "workspace" does not have
         self.sockets: list[web.WebSocketResponse] = []
         self.acks: list[dict[str, Any]] = []
         self._ts = itertools.count(1)
         self.url = ""
+        # A streamed message's text as Slack shows it, by its ts (chat.startStream onwards).
+        self.streams: dict[str, str] = {}
+        self.stopped: set[str] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # read methods, as slack_sdk calls them
+        app.router.add_post("/response/{hook}", self._response_url)
         app.router.add_get("/socket", self._socket)
         return app
+
+    def response_url(self, hook: str) -> str:
+        """A response URL (of a slash command, shortcut or button) that lands here."""
+        return f"{self.url}response/{hook}"
 
     # -- what the test sees ------------------------------------------------------------
 
@@ -176,9 +186,12 @@ class FakeSlack:
         if error:
             return web.json_response({"ok": False, "error": error})
         handler = getattr(self, "_" + method.replace(".", "_"), None)
-        if handler is None:
+        if handler is None or method in self.unknown:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
-        return web.json_response({"ok": True, **handler(params)})
+        try:
+            return web.json_response({"ok": True, **handler(params)})
+        except _Error as e:
+            return web.json_response({"ok": False, "error": str(e)})
 
     def _auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -209,6 +222,59 @@ class FakeSlack:
     def _chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         return {"channel": p.get("channel"), "ts": ts, "message": self._message(p, ts)}
+
+    # Message streaming: the text is markdown_text (or markdown_text chunks), appended.
+
+    def _chat_startStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        ts = f"{int(time.time())}.{next(self._ts):06d}"
+        self.streams[ts] = _streamed_text(p)
+        return {"channel": p.get("channel"), "ts": ts}
+
+    def _chat_appendStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        ts = p.get("ts", "")
+        if ts not in self.streams or ts in self.stopped:
+            raise _Error("message_not_in_streaming_state")
+        self.streams[ts] += _streamed_text(p)
+        return {"channel": p.get("channel"), "ts": ts}
+
+    def _chat_stopStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        ts = p.get("ts", "")
+        if ts not in self.streams or ts in self.stopped:
+            raise _Error("message_not_in_streaming_state")
+        self.streams[ts] += _streamed_text(p)
+        self.stopped.add(ts)
+        message = self._message({"text": self.streams[ts], "blocks": p.get("blocks", [])}, ts)
+        return {"channel": p.get("channel"), "ts": ts, "message": message}
+
+    def _assistant_threads_setStatus(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _assistant_threads_setTitle(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _assistant_threads_setSuggestedPrompts(self, p: dict[str, Any]) -> dict[str, Any]:
+        if not 1 <= len(p.get("prompts") or []) <= 4:
+            raise _Error("invalid_arguments")
+        return {}
+
+    def _views_publish(self, p: dict[str, Any]) -> dict[str, Any]:
+        view = p.get("view") or {}
+        return {"view": {"id": "V" + uuid.uuid4().hex[:10].upper(), "team_id": TEAM, **view}}
+
+    def _chat_getPermalink(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = p.get("channel", ""), p.get("message_ts", "")
+        url = f"https://kbot-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        return {"channel": channel, "permalink": url}
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        """A response URL: Slack takes a JSON message and answers a plain ``ok``."""
+        call = Call("response_url", await request.json(), None, time.perf_counter())
+        call.params["hook"] = request.match_info["hook"]
+        with self.changed:
+            self.calls.append(call)
+            call.answered = time.perf_counter()
+            self.changed.notify_all()
+        return web.Response(text="ok")
 
     def _chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
@@ -276,12 +342,26 @@ class FakeSlack:
         return envelope_id
 
 
+class _Error(Exception):
+    """A Web API error reply (``{"ok": false, "error": ...}``)."""
+
+
+def _streamed_text(p: dict[str, Any]) -> str:
+    text = p.get("markdown_text") or ""
+    for chunk in p.get("chunks") or []:
+        if chunk.get("type") == "markdown_text":
+            text += chunk.get("text", "")
+    return text
+
+
 async def _params(request: web.Request) -> dict[str, Any]:
+    if request.method == "GET":
+        return dict(request.query)
     raw = await request.read()
     if request.content_type == "application/json":
         return json.loads(raw or b"{}")
     params = dict(urllib.parse.parse_qsl(raw.decode()))
-    for key in ("blocks", "view"):  # form-encoded calls carry these as JSON strings
+    for key in ("blocks", "view", "prompts"):  # form-encoded calls carry these as JSON
         if isinstance(params.get(key), str):
             params[key] = json.loads(params[key])
     return params
@@ -450,3 +530,79 @@ def view_submission(view: dict[str, Any], user: str, values: dict[str, Any]) -> 
 def form_body(payload: dict[str, Any]) -> str:
     """Interactivity payloads arrive form-encoded as ``payload=<json>``."""
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+
+def assistant_thread_started(channel: str, *, user: str = "U0ALICE", context_channel: str = ""):
+    """An ``assistant_thread_started`` event: ``user`` opened kbot's assistant panel; the
+    thread's ts is new."""
+    ts = new_ts()
+    return {
+        "type": "assistant_thread_started",
+        "assistant_thread": {
+            "user_id": user,
+            "context": {"channel_id": context_channel, "team_id": TEAM, "enterprise_id": None}
+            if context_channel
+            else {},
+            "channel_id": channel,
+            "thread_ts": ts,
+        },
+        "event_ts": new_ts(),
+    }
+
+
+def assistant_message(text: str, channel: str, thread_ts: str, *, user: str = "U0ALICE"):
+    """A person's message in an assistant thread (a ``message.im`` event in its thread)."""
+    return direct_message(text, channel, user=user, thread_ts=thread_ts, parent_user_id=BOT_USER)
+
+
+def message_shortcut(
+    message: dict[str, Any], channel: str, response_url: str, *, user: str = "U0ALICE"
+) -> dict:
+    """A ``message_action`` payload: ``user`` chose "Ask kbot about this" on ``message``."""
+    return {
+        "type": "message_action",
+        "token": "legacy-verification-token",
+        "action_ts": f"{time.time():.6f}",
+        "team": {"id": TEAM, "domain": "kbot-test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "channel": {"id": channel, "name": "questions"},
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "callback_id": "ask_kbot",
+        "trigger_id": f"{next(_seq)}.{int(time.time())}.{uuid.uuid4().hex}",
+        "response_url": response_url,
+        "message_ts": message["ts"],
+        "message": message,
+    }
+
+
+def slash_command(text: str, channel: str, response_url: str, *, user: str = "U0ALICE") -> str:
+    """A slash command's form body, as Slack posts it."""
+    return urllib.parse.urlencode(
+        {
+            "token": "legacy-verification-token",
+            "team_id": TEAM,
+            "team_domain": "kbot-test",
+            "channel_id": channel,
+            "channel_name": "questions",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/kbot",
+            "text": text,
+            "api_app_id": "A0KBOT",
+            "is_enterprise_install": "false",
+            "response_url": response_url,
+            "trigger_id": f"{next(_seq)}.{int(time.time())}.{uuid.uuid4().hex}",
+        }
+    )
+
+
+def app_home_opened(user: str, *, tab: str = "home") -> dict:
+    """An ``app_home_opened`` event."""
+    return {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": "D0HOME" + user[-4:],
+        "tab": tab,
+        "event_ts": new_ts(),
+    }

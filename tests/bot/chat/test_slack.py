@@ -529,7 +529,10 @@ def test_a_dm_thread_reply_is_a_follow_up(slack: Slack) -> None:
     reply = direct_message(FOLLOW_UP, "D0FUTHREAD", thread_ts=first["ts"])
     calls = slack.ask(reply)
     assert len(calls) == 2 and "secret/orders/mq" in texts(calls[1])
-    row = slack.query(feedback_buttons(calls[1])[0]["value"])
+    # A DM thread reply is what an assistant thread's message is: Slack's feedback buttons.
+    [votes] = [b for b in calls[1].params["blocks"] if b.get("block_id") == FEEDBACK_BLOCK]
+    assert votes["type"] == "context_actions"
+    row = slack.query(votes["elements"][0]["positive_button"]["value"].removeprefix("up:"))
     assert row is not None and row.follows == feedback_buttons(call)[0]["value"]
 
 
@@ -790,6 +793,9 @@ def test_the_manifest_subscribes_to_what_the_adapter_handles() -> None:
         "message.channels",
         "message.groups",
         "message.im",
+        "assistant_thread_started",
+        "assistant_thread_context_changed",
+        "app_home_opened",
     }
     assert settings["event_subscriptions"]["request_url"].endswith(EVENTS_PATH)
     assert settings["interactivity"] == {
@@ -804,7 +810,15 @@ def test_the_manifest_subscribes_to_what_the_adapter_handles() -> None:
         "chat:write",
         "im:history",
         "reactions:write",
+        "assistant:write",
+        "commands",
     } <= scopes
+    features = manifest["features"]
+    assert "assistant_view" in features and features["app_home"]["home_tab_enabled"]
+    [shortcut] = features["shortcuts"]
+    assert (shortcut["type"], shortcut["callback_id"]) == ("message", "ask_kbot")
+    [command] = features["slash_commands"]
+    assert command["command"] == "/kbot" and command["url"].endswith(EVENTS_PATH)
 
 
 # -- rendering ----------------------------------------------------------------------------

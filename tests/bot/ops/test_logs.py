@@ -316,7 +316,7 @@ def test_each_slack_event_is_a_request_whose_id_is_its_answers_query_id(
                 seen.append(request_ids.current_request_id())
 
             async def spawn() -> None:
-                adapter._spawn(probe())
+                adapter.spawn(probe())
                 await adapter.drain()
 
             loop.run(spawn())
