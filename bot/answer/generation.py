@@ -20,10 +20,11 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
+from bot.answer.streaming import Delta, Final
 from bot.answer.threads import Turn
 from bot.answer.types import Answer, Citation, Usage
 from config import ConfigError
@@ -34,6 +35,7 @@ from indexer.chunking import Chunk
 from indexer.lexical import LexicalIndex, SharedLexicalIndex
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FALLBACK_REASONS = (
     "no_citation",  # the answer cites nothing
@@ -83,6 +85,8 @@ CANNOT_ANSWER_TEXT = (
 _MARKER = re.compile(r"(\s*)\[(\d+(?:\s*,\s*\d+)*)\]")
 _TRUNCATED = {"length", "max_tokens"}
 CACHE_ENTRIES = 512
+# Providers spoken to through OpenAI's API, which streams usage only when asked.
+_OPENAI_APIS = {"openai", "openai_compatible", "azure_openai"}
 
 
 class ModelCallError(Exception):
@@ -354,18 +358,9 @@ class Generator:
         else ``extractive`` with ``fallback_reason`` set. Never raises for a model failure."""
         t0 = time.perf_counter()
         base = replace(extractive, model=self.config.model, latency_ms=dict(extractive.latency_ms))
-        key: tuple[str, ...] | None = None
-        if self.config.cache:
-            key = (
-                normalise_question(question),
-                ",".join(sorted(audiences)),
-                self.index_version(),
-                f"{self.config.provider}:{self.config.model}",
-            )
-            if (hit := self.cache.get(key)) is not None:
-                return replace(
-                    base, text=hit.text, citations=hit.citations, mode="generated", cache_hit=True
-                )
+        key = self._cache_key(question, audiences)
+        if key is not None and (hit := self.cache.get(key)) is not None:
+            return _from_cache(base, hit)
         if not self.breaker.allow():
             base.fallback_reason = "circuit_open"
             return base
@@ -382,9 +377,80 @@ class Generator:
             return base
         self.breaker.success()
         base.latency_ms["generate"] = _ms(t0)
+        return self._checked(base, message, sources, key)
+
+    def stream(
+        self, question: str, extractive: Answer, audiences: frozenset[str]
+    ) -> Iterator[Delta | Final]:
+        """``answer()``, streamed: the model's text as it comes (``Delta``), then the answer
+        to show (``Final``), validated on the complete text. A failure, a timeout (the
+        whole stream within ``llm.timeout_s``) or an invalid answer ends with the
+        extractive answer, ``replaced`` when something was streamed. Never raises for a
+        model failure."""
+        t0 = time.perf_counter()
+        base = replace(extractive, model=self.config.model, latency_ms=dict(extractive.latency_ms))
+        key = self._cache_key(question, audiences)
+        if key is not None and (hit := self.cache.get(key)) is not None:
+            cached = _from_cache(base, hit)
+            yield Delta(cached.text)
+            yield Final(cached, replaced=False)
+            return
+        if not self.breaker.allow():
+            base.fallback_reason = "circuit_open"
+            yield Final(base, replaced=False)
+            return
+        sources = extractive.context[: self.config.sources]
+        messages = build_messages(question, sources)
+        base.prompt = render_prompt(messages)
+        message: Any = None
+        shown = 0  # characters of the text streamed so far
+        try:
+            for chunk in self._stream(messages):
+                message = chunk if message is None else message + chunk
+                text = _text(message) or ""
+                if _may_be_refusal(text):
+                    continue  # "NOT_IN_SOURCES" is not shown, even in part
+                if len(text) > shown:
+                    if shown == 0:
+                        base.latency_ms["first_token"] = _ms(t0)
+                    yield Delta(text[shown:])
+                    shown = len(text)
+        except ModelCallError as e:
+            self.breaker.failure()
+            log.warning("streamed model answer not used (%s)", e.reason)
+            base.fallback_reason = e.reason
+            base.latency_ms["generate"] = _ms(t0)
+            if message is not None:
+                base.usage = self._usage(message)
+            yield Final(base, replaced=shown > 0)
+            return
+        self.breaker.success()
+        base.latency_ms["generate"] = _ms(t0)
+        if message is None:  # a stream without a single chunk
+            base.fallback_reason = "empty"
+            yield Final(base, replaced=False)
+            return
+        answer = self._checked(base, message, sources, key)
+        yield Final(answer, replaced=shown > 0 and answer.mode != "generated")
+
+    def _cache_key(self, question: str, audiences: frozenset[str]) -> tuple[str, ...] | None:
+        if not self.config.cache:
+            return None
+        return (
+            normalise_question(question),
+            ",".join(sorted(audiences)),
+            self.index_version(),
+            f"{self.config.provider}:{self.config.model}",
+        )
+
+    def _checked(
+        self, base: Answer, message: Any, sources: list[Chunk], key: tuple[str, ...] | None
+    ) -> Answer:
+        """``base`` with the model's ``message`` in it when that passes validation, else
+        with the reason why not; the call's usage either way."""
         t1 = time.perf_counter()
         base.usage = self._usage(message)
-        outcome = validate(_text(message), _finish_reason(message), sources, extractive.citations)
+        outcome = validate(_text(message), _finish_reason(message), sources, base.citations)
         base.latency_ms["validate"] = _ms(t1)
         if isinstance(outcome, str):
             log.info("model answer not used (%s)", outcome)
@@ -434,11 +500,46 @@ class Generator:
         """One model call, retried (bounded) after a rate limit or server error by kbot's
         retry policy: as long as Retry-After says, up to ``retry_max_wait_s``, else backing
         off from 0.5 s. A timeout or a refused request is not retried."""
+        return self._retried(lambda: self.model.invoke(messages))
+
+    def _stream(self, messages: list[tuple[str, str]]) -> Iterator[Any]:
+        """The model's reply as message chunks. Opening the stream (up to its first chunk) is
+        retried as ``_call`` is; a failure after that is not (the user has seen text), and
+        the whole stream must end within ``timeout_s``, else it is a timeout."""
+        deadline = time.monotonic() + self.config.timeout_s
+        # The usage of a streamed call comes in a last chunk only when asked for
+        # (``stream_options.include_usage``); other providers send it unasked.
+        kwargs = {"stream_usage": True} if self.config.provider in _OPENAI_APIS else {}
+
+        def start() -> tuple[Any, Iterator[Any]]:
+            chunks = iter(self.model.stream(messages, **kwargs))
+            return next(chunks, None), chunks
+
+        first, rest = self._retried(start)
+        if first is None:
+            return
+        yield first
+        while True:
+            try:
+                chunk = next(rest, None)
+            except Exception as e:
+                reason, _, _ = classify(e)
+                raise ModelCallError(reason, f"{type(e).__name__} mid-stream") from None
+            if chunk is None:
+                return
+            if time.monotonic() > deadline:
+                close = getattr(rest, "close", None)
+                if close is not None:
+                    close()
+                raise ModelCallError("timeout", f"stream longer than {self.config.timeout_s} s")
+            yield chunk
+
+    def _retried(self, call: Callable[[], T]) -> T:
         failure: list[tuple[str, str]] = []
 
-        def attempt() -> Any:
+        def attempt() -> T:
             try:
-                return self.model.invoke(messages)
+                return call()
             except Exception as e:
                 reason, retryable, after = classify(e)
                 status = getattr(e, "status_code", None)
@@ -504,6 +605,16 @@ def validate(
         return m.group(1) + "".join(f"[{n}]" for n in ns) if ns else ""
 
     return _MARKER.sub(renumber, text), list(by_doc.values())
+
+
+def _from_cache(base: Answer, hit: _Cached) -> Answer:
+    return replace(base, text=hit.text, citations=hit.citations, mode="generated", cache_hit=True)
+
+
+def _may_be_refusal(text: str) -> bool:
+    """Whether ``text`` is, so far, the model's "not in the sources" reply or its start."""
+    head = text.lstrip()
+    return CANNOT_ANSWER.startswith(head) or head.startswith(CANNOT_ANSWER)
 
 
 def _text(message: Any) -> str | None:

@@ -1,13 +1,18 @@
 """The one answering service every chat adapter calls: retrieve, judge the evidence, answer, log.
 
 It never imports Slack or Teams code. Adapters turn a platform event into ``ask()`` and
-render the returned ``Answer``.
+render the returned ``Answer``, or into ``stream()`` and render the model's text as it
+comes, then the ``Answer``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import queue
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +30,7 @@ from bot.answer.passages import (
 )
 from bot.answer.request_ids import new_query_id
 from bot.answer.retrieval import Retriever, visible_to
+from bot.answer.streaming import Delta, Final
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester, add_usage
 from bot.answer.votes import audience_key
 from config.models import AnsweringConfig
@@ -103,7 +109,56 @@ class AnsweringService:
         event = events.Asked(self, question, requester)
         return events.observed(event, lambda: self._ask(question, requester))
 
-    def _ask(self, question: str, requester: Requester | None) -> Answer:
+    def stream(self, question: str, requester: Requester | None = None) -> Iterator[Delta | Final]:
+        """Answer one question as ``ask()`` does, streaming the model's text: ``Delta``s as it
+        comes, then one ``Final`` with the answer as logged (validated on the complete
+        text; ``replaced`` when what was streamed must give way to the extractive
+        fallback). Without a model, or for an abstention or a failed search, only the
+        ``Final``. Raises QuestionError (before anything is yielded) as ``ask()`` does.
+
+        The answer is made on a worker thread inside the observers of
+        ``bot.answer.events`` (in the caller's context, so spans nest as for ``ask()``);
+        the deltas are handed over as they come.
+        """
+        if self.generator is None:
+            yield Final(self.ask(question, requester), replaced=False)
+            return
+        generator = self.generator
+        handed: queue.SimpleQueue[Delta | Final | BaseException] = queue.SimpleQueue()
+        ended: list[Final] = []
+
+        def generate(searched: str, extractive: Answer, audiences: frozenset[str]) -> Answer:
+            for item in generator.stream(searched, extractive, audiences):
+                if isinstance(item, Final):
+                    ended.append(item)
+                    return item.answer
+                handed.put(item)
+            raise AssertionError("a stream ends with its Final")
+
+        def run() -> None:
+            try:
+                event = events.Asked(self, question, requester)
+                answer = events.observed(event, lambda: self._ask(question, requester, generate))
+                handed.put(Final(answer, replaced=bool(ended) and ended[0].replaced))
+            except BaseException as e:  # handed to the caller, raised there
+                handed.put(e)
+
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(run,), name="kbot-stream", daemon=True).start()
+        while True:
+            item = handed.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if isinstance(item, Final):
+                return
+
+    def _ask(
+        self,
+        question: str,
+        requester: Requester | None,
+        generate: Callable[[str, Answer, frozenset[str]], Answer] | None = None,
+    ) -> Answer:
         q = self.validate(question)
         requester = requester or Requester()
         if self.limiter is not None:
@@ -160,7 +215,7 @@ class AnsweringService:
         # An abstention or a failed search is not worth a model call: there is nothing
         # confident to ground a generated answer on.
         if self.generator is not None and not answer.abstained and not error:
-            answer = self.generator.answer(searched, answer, requester.audiences)
+            answer = (generate or self.generator.answer)(searched, answer, requester.audiences)
         if condensed is not None and condensed.usage is not None:
             # The condensing call is paid for too, also when no answer call followed.
             answer.usage = add_usage(answer.usage, condensed.usage)

@@ -1,11 +1,14 @@
 """A fake OpenAI-compatible model server on 127.0.0.1: ``POST /v1/chat/completions`` speaks
 the chat-completions wire format, replying with a per-test script of steps and recording
-every request body."""
+every request body. A request with ``"stream": true`` is answered as OpenAI streams:
+Server-Sent Events of ``chat.completion.chunk``s (the usage in a last chunk when
+``stream_options.include_usage`` asks for it), ending with ``data: [DONE]``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +29,11 @@ class Step:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    # Streamed: the content in these pieces (default: the completion's content word by
+    # word), with a pause before piece ``pause_at`` (a model that stalls mid-stream).
+    pieces: list[str] | None = None
+    pause_at: int | None = None
+    pause_s: float = 0.0
 
 
 def completion(
@@ -85,14 +93,55 @@ class FakeOpenAI:
         return app
 
     async def _complete(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(await request.json())
+        body = await request.json()
+        self.requests.append(body)
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if step.delay_s:
             await asyncio.sleep(step.delay_s)
+        if body.get("stream") and step.status == 200 and isinstance(step.body, dict):
+            usage = (body.get("stream_options") or {}).get("include_usage", False)
+            return await self._stream(request, step, usage)
         body = step.body if isinstance(step.body, str) else json.dumps(step.body)
         return web.Response(
             status=step.status, text=body, content_type="application/json", headers=step.headers
         )
+
+    async def _stream(
+        self, request: web.Request, step: Step, include_usage: bool
+    ) -> web.StreamResponse:
+        [choice] = step.body["choices"]
+        content = choice["message"]["content"] or ""
+        pieces = step.pieces if step.pieces is not None else re.findall(r"\S+\s*|\s+", content)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+
+        def event(**data: Any) -> bytes:
+            head = {k: step.body[k] for k in ("id", "created", "model")}
+            payload = {**head, "object": "chat.completion.chunk", **data}
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return event(
+                choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            )
+
+        try:
+            await response.write(chunk({"role": "assistant", "content": ""}))
+            for i, piece in enumerate(pieces):
+                if i == step.pause_at:
+                    await asyncio.sleep(step.pause_s)
+                await response.write(chunk({"content": piece}))
+            await response.write(chunk({}, choice["finish_reason"]))
+            if include_usage:
+                # As OpenAI sends it: a last chunk with no choices and the whole call's usage.
+                await response.write(event(choices=[], usage=step.body["usage"]))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionResetError:  # the client gave up (a timeout): nothing to finish
+            pass
+        return response
 
     def llm_section(self, **overrides: Any) -> dict[str, Any]:
         """An ``llm:`` config section that talks to this fake, without retries."""
