@@ -1,15 +1,14 @@
 """Answers and questions read back from the query log: a private answer shared later
-(after a restart too), a person's recent questions for their App Home, and the questions
-most asked."""
+(after a restart too), and a person's recent questions for their App Home."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from bot.answer.types import PUBLIC, Answer, Citation
+from bot.answer.types import Answer, Citation
 from db import Database
 from db.models import QueryRecord
 
@@ -74,23 +73,3 @@ def recent_questions(db: Database, platform: str, user: str, n: int = 5) -> list
             )
             for r in rows
         ]
-
-
-def most_asked(db: Database, n: int = 4) -> list[str]:
-    """The ``n`` questions asked most often (as first written), among those answered to
-    public-only askers: a question asked where restricted documents are read could name
-    them, so it is never offered to everyone."""
-    key = func.lower(QueryRecord.question)
-    with db.session() as s:
-        rows = s.execute(
-            select(func.min(QueryRecord.question), func.count())
-            .where(
-                QueryRecord.audiences == PUBLIC,
-                QueryRecord.abstained.is_(False),
-                QueryRecord.follows.is_(None),  # a follow-up means little on its own
-            )
-            .group_by(key)
-            .order_by(func.count().desc(), func.max(QueryRecord.created_at).desc())
-            .limit(n)
-        ).all()
-    return [q for q, _ in rows]

@@ -1,7 +1,7 @@
 """Slack's assistant panel (Agents & AI Apps) through bolt's ``Assistant`` middleware.
 
 A new assistant thread gets suggested prompts (``slack.suggested_prompts``, or the
-questions most asked by public askers); each question in it is answered in the thread,
+questions public askers ask most); each question in it is answered in the thread,
 with the thread's history (the follow-up machinery of every Slack thread), while the
 thread's status says kbot is searching. Its first question becomes the thread's title.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 
-from bot.answer.recorded import most_asked
+from bot.answer.prompts import suggested_prompts
 
 if TYPE_CHECKING:
     from bot.chat.slack import SlackAdapter
@@ -59,11 +59,10 @@ class AssistantThreads:
             log.exception("Slack assistant thread %s in %s: prompts not set", thread_ts, channel)
 
     def prompts(self) -> list[str]:
-        """The configured prompts, else the questions most asked by public askers."""
-        configured = self.adapter.config.suggested_prompts
-        if configured:
-            return configured[:MAX_PROMPTS]
-        return most_asked(self.adapter.runtime.db, MAX_PROMPTS)
+        """The configured prompts, else the questions public askers ask most."""
+        return suggested_prompts(
+            self.adapter.runtime.db, self.adapter.config.suggested_prompts, MAX_PROMPTS
+        )
 
     async def _on_context_changed(self, event: dict[str, Any]) -> None:
         thread = event.get("assistant_thread") or {}

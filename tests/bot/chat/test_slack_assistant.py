@@ -104,10 +104,9 @@ def native_vote_value(call: Call, which: str = "positive_button") -> str:
 
 
 def test_a_new_thread_gets_the_most_asked_public_questions_as_prompts(slack: Slack) -> None:
-    for _ in range(2):
-        slack.ask(mention(ROTATE_QUESTION, GENERAL))
-    slack.ask(mention(VAULT_QUESTION, SRE))  # restricted: never offered to everyone
-    slack.ask(mention(VAULT_QUESTION, SRE))
+    for user in ("U0ALICE", "U0BOB"):
+        slack.ask(mention(ROTATE_QUESTION, GENERAL, user=user))
+        slack.ask(mention(VAULT_QUESTION, SRE, user=user))  # restricted: never offered
     thread_ts = started(slack, PANEL)
 
     [call] = slack.fake.of("assistant.threads.setSuggestedPrompts", thread_ts=thread_ts)
