@@ -292,6 +292,23 @@ class TeamsConfig(_Section):
         default=True,
         description="Teams' built-in 👍/👎 on answers; false: 👍/👎 buttons on the card",
     )
+    streaming: bool = Field(
+        default=True,
+        description="with llm:, stream generated answers in 1:1 chats (Teams streams only "
+        "there); false: post and update as in channels",
+    )
+    stream_update_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="the shortest time between two streamed updates (Teams throttles a bot "
+        "to about one a second)",
+    )
+    suggested_prompts: list[str] = Field(
+        default_factory=list,
+        description="questions offered with one tap in the 1:1 chat's welcome; default: the "
+        "most asked questions in the query log",
+    )
     openid_metadata_url: str | None = Field(
         default=None,
         pattern=r"^https?://",

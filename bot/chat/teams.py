@@ -21,7 +21,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -49,6 +50,8 @@ from botframework.connector.auth import AuthenticateRequestResult, Authenticatio
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from bot.answer.feedback import FeedbackError, UnknownQuery
+from bot.answer.prompts import suggested_prompts
+from bot.answer.streaming import Delta, Final
 from bot.answer.types import Answer, QuestionError, Requester
 from bot.chat.deliveries import Deliveries
 from bot.chat.teams_cards import (
@@ -59,6 +62,11 @@ from bot.chat.teams_cards import (
     WELCOME_TEXT,
     WORKING_TEXT,
     answer_activity,
+    final_activity,
+    informative_activity,
+    stream_info,
+    streaming_activity,
+    welcome_activity,
 )
 from bot.runtime import Runtime
 from config.loader import ConfigError
@@ -250,6 +258,9 @@ class TeamsBot(TeamsActivityHandler):
         if not await asyncio.to_thread(self.deliveries.claim, PLATFORM, key):
             log.info("Teams: activity %s was already answered; ignoring the redelivery", key)
             return
+        if self._streams(activity):
+            await self._stream_answer(turn_context, question, requester)
+            return
         # Only a courtesy: not worth a retry's delay before the answer.
         await self._deliver(
             "typing indicator",
@@ -285,6 +296,117 @@ class TeamsBot(TeamsActivityHandler):
         )
         self._later.add(task)
         task.add_done_callback(self._finished_later)
+
+    def _streams(self, activity: Activity) -> bool:
+        """Whether the answer is streamed: a generated one, in a 1:1 chat (the only place
+        Teams streams bot messages); elsewhere it is posted and updated."""
+        return (
+            self.config.streaming
+            and self.runtime.answering.generator is not None
+            and _conversation_type(activity) == "personal"
+        )
+
+    async def _stream_answer(
+        self, turn_context: TurnContext, question: str, requester: Requester
+    ) -> None:
+        """Stream the answer with Teams' protocol: the informative update now (its id names
+        the stream), then, after the turn has ended, the model's text so far at most once
+        per ``stream_update_s``, and the final message with the card and citations."""
+        started = time.monotonic()
+        info = await self._deliver(
+            "informative update",
+            lambda: turn_context.send_activity(informative_activity(WORKING_TEXT)),
+            attempts=1,
+        )
+        stream_id = info.id if info is not None and info.id else None
+        reference = TurnContext.get_conversation_reference(turn_context.activity)
+        claims = turn_context.turn_state.get(BotAdapter.BOT_IDENTITY_KEY)
+        audience = turn_context.turn_state.get(BotAdapter.BOT_OAUTH_SCOPE_KEY)
+        items = _stream_items(self.runtime.answering.stream, question, requester)
+
+        async def finish(context: TurnContext) -> None:
+            _own_retries(context)
+            await self._send_stream(context, items, stream_id, started)
+
+        task = asyncio.create_task(
+            self.adapter.continue_conversation_with_claims(claims, reference, audience, finish)
+        )
+        self._later.add(task)
+        task.add_done_callback(self._finished_later)
+
+    async def _send_stream(
+        self,
+        context: TurnContext,
+        items: asyncio.Queue[Delta | Final | BaseException],
+        stream_id: str | None,
+        last_sent: float,
+    ) -> None:
+        text, sequence, pending = "", 1, False
+        interval = self.config.stream_update_s
+        final: Final | None = None
+        while final is None:
+            wait = max(0.0, last_sent + interval - time.monotonic()) if pending else None
+            try:
+                item = await asyncio.wait_for(items.get(), wait)
+            except TimeoutError:
+                item = None
+            if isinstance(item, BaseException):
+                await self._send_failure(context, item, stream_id)
+                return
+            if isinstance(item, Final):
+                final = item
+            elif isinstance(item, Delta):
+                text += item.text
+                pending = bool(text.strip())
+            if pending and stream_id and time.monotonic() - last_sent >= interval:
+                sequence += 1
+                update = streaming_activity(text, stream_id, sequence)
+                # One attempt: a throttled update is skipped, the next carries its text.
+                sent = await self._deliver(
+                    "stream update", lambda u=update: context.send_activity(u), attempts=1
+                )
+                if sent is None:
+                    stream_id = None  # stopped by the user, or refused: end with a message
+                last_sent, pending = time.monotonic(), False
+        if stream_id:
+            await asyncio.sleep(max(0.0, last_sent + interval - time.monotonic()))
+        answer = final.answer
+        reply = final_activity(
+            answer,
+            stream_id,
+            note=final.note,
+            escalation=self.config.escalation_channel,
+            feedback_loop=self.config.feedback_loop,
+        )
+        if stream_id:
+            # The streamed message becomes the final one: votes on it name the stream's id.
+            await self._remember(context, stream_id, answer.query_id)
+        sent = await self._deliver("answer", lambda: context.send_activity(reply))
+        if sent is None and stream_id:
+            # The stream could not be ended (Teams ended it): the answer as a message of its own.
+            reply = final_activity(
+                answer,
+                None,
+                note=final.note,
+                escalation=self.config.escalation_channel,
+                feedback_loop=self.config.feedback_loop,
+            )
+            sent = await self._deliver("answer", lambda: context.send_activity(reply))
+        if sent is not None and sent.id and sent.id != stream_id:
+            await self._remember(context, sent.id, answer.query_id)
+
+    async def _send_failure(
+        self, context: TurnContext, error: BaseException, stream_id: str | None
+    ) -> None:
+        if isinstance(error, QuestionError):
+            text = str(error)
+        else:
+            log.error("Teams: answering failed", exc_info=error)
+            text = INTERNAL_ERROR_TEXT
+        reply = Activity(type=ActivityTypes.message, text=text)
+        if stream_id:
+            reply.entities = [stream_info("final", stream_id, None)]
+        await self._deliver("answer", lambda: context.send_activity(reply))
 
     def _finished_later(self, task: asyncio.Task[None]) -> None:
         self._later.discard(task)
@@ -426,8 +548,20 @@ class TeamsBot(TeamsActivityHandler):
         answer (botbuilder's default would look up every new member with the connector)."""
         activity = turn_context.activity
         bot_id = activity.recipient.id if activity.recipient else None
-        if bot_id and any(m.id == bot_id for m in activity.members_added or []):
+        if not (bot_id and any(m.id == bot_id for m in activity.members_added or [])):
+            return
+        if _conversation_type(activity) != "personal":
             await self._reply(turn_context, WELCOME_TEXT)
+            return
+        # In a 1:1 chat, Teams shows suggested actions: questions to ask with one tap.
+        prompts = await asyncio.to_thread(
+            suggested_prompts,
+            self.runtime.db,
+            self.config.suggested_prompts,
+            audiences=self.config.chat_audiences,
+        )
+        welcome = welcome_activity(WELCOME_TEXT, prompts)
+        await self._deliver("welcome", lambda: turn_context.send_activity(welcome))
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -478,6 +612,25 @@ class TeamsBot(TeamsActivityHandler):
         """Wait for late answers still being delivered (server shutdown)."""
         if self._later:
             await asyncio.gather(*self._later, return_exceptions=True)
+
+
+def _stream_items(
+    stream: Callable[[str, Requester], Iterator[Delta | Final]], question: str, requester: Requester
+) -> asyncio.Queue[Delta | Final | BaseException]:
+    """The answer's stream, read on a worker thread (answering blocks), as a queue on this
+    event loop; a failure is put on it as its exception."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[Delta | Final | BaseException] = asyncio.Queue()
+
+    def read() -> None:
+        try:
+            for item in stream(question, requester):
+                loop.call_soon_threadsafe(items.put_nowait, item)
+        except BaseException as e:
+            loop.call_soon_threadsafe(items.put_nowait, e)
+
+    loop.run_in_executor(None, read)
+    return items
 
 
 def _own_retries(turn_context: TurnContext) -> None:

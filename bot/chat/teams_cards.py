@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from botbuilder.core import CardFactory
-from botbuilder.schema import Activity, ActivityTypes
+from botbuilder.schema import Activity, ActivityTypes, CardAction, Entity, SuggestedActions
 
 from bot.answer.types import Answer, Citation
 
@@ -54,11 +54,16 @@ def answer_activity(answer: Answer, *, escalation: str | None, feedback_loop: bo
 
 
 def answer_card(
-    answer: Answer, *, escalation: str | None = None, feedback_buttons: bool = False
+    answer: Answer,
+    *,
+    escalation: str | None = None,
+    feedback_buttons: bool = False,
+    with_text: bool = True,
 ) -> dict[str, Any]:
-    """The Adaptive Card of an answer: the text, the numbered sources, the generated/extracted
-    line; and 👍/👎 buttons carrying the query id when ``feedback_buttons``."""
-    body: list[dict[str, Any]] = markdown_blocks(answer.text)
+    """The Adaptive Card of an answer: the text (unless the message carries it, as a
+    streamed one does), the numbered sources, the generated/extracted line; and 👍/👎
+    buttons carrying the query id when ``feedback_buttons``."""
+    body: list[dict[str, Any]] = markdown_blocks(answer.text) if with_text else []
     if answer.citations:
         label = "Closest sources" if answer.abstained else "Sources"
         body.append(_text(label, weight="Bolder", spacing="Medium"))
@@ -175,3 +180,134 @@ def _plain(text: str) -> str:
 def _safe_url(url: str) -> str:
     """``url`` safe as a Markdown link target: spaces and parentheses would end it early."""
     return quote(url, safe=":/?#@!$&'*+,;=%~.-_")
+
+
+# -- streaming (1:1 chats) ------------------------------------------------------------------
+# Teams' streaming protocol: an informative update (a typing activity, sequence 1) whose id
+# names the stream, typing activities with the text so far (each holding all of the one
+# before), then the final message. https://learn.microsoft.com/microsoftteams/platform/bots/streaming-ux
+
+# A Teams AI citation's abstract is cut at 160 characters, its name at 80.
+ABSTRACT_CHARS = 160
+NAME_CHARS = 80
+
+
+class _Entity(Entity):
+    """An activity entity whose extra fields (``streamType``, ``citation``) are sent: the
+    schema's Entity drops every field it does not declare."""
+
+
+_Entity.enable_additional_properties_sending()
+
+
+def entity(data: dict[str, Any]) -> Entity:
+    """An activity entity from its JSON form."""
+    e = _Entity(type=data["type"])
+    e.additional_properties = {k: v for k, v in data.items() if k != "type"}
+    return e
+
+
+def stream_info(stream_type: str, stream_id: str | None, sequence: int | None) -> Entity:
+    data: dict[str, Any] = {"type": "streaminfo", "streamType": stream_type}
+    if stream_id is not None:
+        data["streamId"] = stream_id
+    if sequence is not None:
+        data["streamSequence"] = sequence
+    return entity(data)
+
+
+def informative_activity(text: str) -> Activity:
+    """The first update of a stream: what kbot is doing (Teams shows it as a progress bar)."""
+    return Activity(
+        type=ActivityTypes.typing, text=text, entities=[stream_info("informative", None, 1)]
+    )
+
+
+def streaming_activity(text: str, stream_id: str, sequence: int) -> Activity:
+    """An update of the stream ``stream_id``: all of the answer's text so far."""
+    return Activity(
+        type=ActivityTypes.typing,
+        text=text,
+        entities=[stream_info("streaming", stream_id, sequence)],
+    )
+
+
+def final_activity(
+    answer: Answer,
+    stream_id: str | None,
+    *,
+    note: str | None,
+    escalation: str | None,
+    feedback_loop: bool,
+) -> Activity:
+    """The message that ends the stream ``stream_id`` (None: a message of its own): the
+    answer's text, with ``note`` above it when it replaced what was streamed, its Teams AI
+    citations, and a card with the sources and the feedback buttons or loop."""
+    text = answer.text if note is None else f"_{note}_\n\n{answer.text}"
+    card = answer_card(
+        answer, escalation=escalation, feedback_buttons=not feedback_loop, with_text=False
+    )
+    entities = [citation_entity(answer)]
+    if stream_id is not None:
+        entities.insert(0, stream_info("final", stream_id, None))
+    return Activity(
+        type=ActivityTypes.message,
+        text=text,
+        text_format="markdown",
+        attachments=[CardFactory.adaptive_card(card)],
+        entities=entities,
+        summary=_summary(answer),
+        channel_data={"feedbackLoopEnabled": True} if feedback_loop else None,
+    )
+
+
+def citation_entity(answer: Answer) -> Entity:
+    """Teams AI citations of the answer's sources (the ``[n]`` in its text open them), and
+    the AI-generated label on a generated answer."""
+    data: dict[str, Any] = {
+        "type": "https://schema.org/Message",
+        "@type": "Message",
+        "@context": "https://schema.org",
+        "@id": "",
+        "citation": [_claim(answer, c) for c in answer.citations],
+    }
+    if answer.mode == "generated":
+        data["additionalType"] = ["AIGeneratedContent"]
+    return entity(data)
+
+
+def _claim(answer: Answer, c: Citation) -> dict[str, Any]:
+    appearance: dict[str, Any] = {
+        "@type": "DigitalDocument",
+        "name": _cut(_plain(c.title) or c.path, NAME_CHARS),
+        "abstract": _cut(snippet(answer, c), ABSTRACT_CHARS),
+    }
+    if c.url.startswith(("https://", "http://")):
+        appearance["url"] = c.url
+    return {"@type": "Claim", "position": c.n, "appearance": appearance}
+
+
+def snippet(answer: Answer, c: Citation) -> str:
+    """The passage of ``c``'s document the answer was made from, as one line of plain text."""
+    chunks = [x for x in answer.context if x.id == c.chunk_id] or [
+        x for x in answer.context if (x.connector, x.doc_id) == (c.connector, c.path)
+    ]
+    text = chunks[0].text if chunks else c.heading or c.title
+    plain = re.sub(r"[*_`#>|]+", "", re.sub(r"```[^\n]*", "", text))
+    return " ".join(plain.split())
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,.;:") + "…"
+
+
+def welcome_activity(text: str, prompts: list[str]) -> Activity:
+    """The welcome, with ``prompts`` as suggested actions a user sends with one tap."""
+    actions = [CardAction(type="imBack", title=_cut(p, 60), value=p) for p in prompts]
+    return Activity(
+        type=ActivityTypes.message,
+        text=text,
+        suggested_actions=SuggestedActions(actions=actions) if actions else None,
+    )

@@ -259,7 +259,7 @@ def personal_message(service_url: str, text: str, *, user: str, **extra: Any) ->
     return _base(
         "message",
         service_url,
-        {"conversationType": "personal", "tenantId": TENANT, "id": f"a:1personal-{user}"},
+        personal_conversation(user),
         user,
         textFormat="plain",
         text=text,
@@ -355,4 +355,20 @@ def channel_reply(
         text=text,
         entities=[{"type": "clientInfo", "locale": "en-US", "platform": "Web"}],
         channelData=channel_data(channel, team),
+    )
+
+
+def personal_conversation(user: str) -> dict:
+    return {"conversationType": "personal", "tenantId": TENANT, "id": f"a:1personal-{user}"}
+
+
+def bot_installed_personal(service_url: str, *, user: str) -> dict:
+    """The conversationUpdate Teams sends when a user adds the app for a 1:1 chat."""
+    return _base(
+        "conversationUpdate",
+        service_url,
+        personal_conversation(user),
+        user,
+        membersAdded=[{"id": BOT_ID}],
+        channelData={"tenant": {"id": TENANT}},
     )
