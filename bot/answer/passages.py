@@ -372,6 +372,8 @@ def choose(
         if says_little and not bs[i].steps and INHERIT * own[i - 1] > own[i]:
             scores[i] = INHERIT * own[i - 1]
             inherited.add(i)
+    if procedure:
+        _from_first_part(bs, scores)
     texts = [b.text for b in bs]
     order = sorted(range(len(bs)), key=lambda i: (-scores[i], i))
     chosen: set[int] = set()
@@ -446,6 +448,32 @@ def choose(
 
 
 NUMBERED_ITEM = re.compile(r"^[ \t]*\d+[.)][ \t]+", re.MULTILINE)
+
+
+_PART = re.compile(r"^(?:step\s+(\d{1,2})[.):]?|(\d{1,2})[.):])\s+\S", re.IGNORECASE)
+
+
+def _part(heading: str) -> int | None:
+    """The number of a procedure's part its heading names ("2. Update the token", "Step
+    3: Verify"), if it names one."""
+    m = _PART.match(heading.strip()) if heading else None
+    return int(m.group(1) or m.group(2)) if m else None
+
+
+def _from_first_part(bs: list[Block], scores: list[float]) -> None:
+    """A procedure written as numbered parts, each with its steps ("### 1. Issue a new
+    token", "### 2. Update the token"), is begun at its first part: when the best list
+    sits under part 2 or later, the list of part 1 before it is scored as high, and
+    quoted first (document order breaks the tie)."""
+    lists = [i for i, b in enumerate(bs) if b.steps and _part(b.heading) is not None]
+    if not lists:
+        return
+    best = max(lists, key=lambda i: (scores[i], -i))
+    if (_part(bs[best].heading) or 0) <= 1:
+        return
+    first = next((i for i in lists if i < best and _part(bs[i].heading) == 1), None)
+    if first is not None:
+        scores[first] = max(scores[first], scores[best])
 
 
 def group_steps(bs: list[Block]) -> list[Block]:

@@ -213,3 +213,31 @@ def test_a_block_that_only_points_elsewhere_is_not_quoted() -> None:
     # A pointer with words of its own is prose, and is scored like any other block.
     assert not passages._is_pointer("See [Debugging Pods](https://x/y) and restart the pod.")
     assert passages._is_pointer("For more details see [the guide](https://x/y).")
+
+
+def test_a_procedure_in_numbered_parts_is_begun_at_its_first_part() -> None:
+    doc = [
+        (
+            "### 1. Issue a new token\n\n"
+            "1. Open the API users page.\n"
+            "1. Choose **Add application token**.\n",
+            1,
+            "1. Issue a new token",
+        ),
+        (
+            "### 2. Update the token in the app's secret\n\n"
+            "1. Run the `sync-token-secrets` job to update the app's token secret.\n"
+            "1. Restart the app with `kubectl rollout restart` so it reads the token.\n",
+            0,
+            "2. Update the token in the app's secret",
+        ),
+    ]
+    question = "How do I rotate the app's token secret?"
+    c = choose(doc, question, budget=400, procedure=True)
+    assert c.steps_heading == "1. Issue a new token"
+    assert c.text.index("Add application token") < c.text.index("sync-token-secrets")
+    # Parts that are not numbered are chosen on their merits, as before.
+    plain = [(t.replace("### 1. ", "### ").replace("### 2. ", "### "), r, h[3:]) for t, r, h in doc]
+    assert choose(plain, question, budget=400, procedure=True).steps_heading.startswith("Update")
+    assert passages._part("Step 3: Verify") == 3 and passages._part("2. Update") == 2
+    assert passages._part("Rotating the key") is None and passages._part("2026 changes") is None
