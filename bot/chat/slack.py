@@ -43,6 +43,7 @@ from bot.chat.slack_assistant import AssistantThreads
 from bot.chat.slack_assistant import on_unknown_event as on_unknown_assistant_event
 from bot.chat.slack_home import AppHome
 from bot.chat.slack_private import PrivateAnswers
+from bot.chat.slack_streaming import StreamedAnswers
 from bot.runtime import Runtime
 from config import ConfigError
 
@@ -167,6 +168,7 @@ class SlackAdapter:
         self.app.event(re.compile(r"^assistant_thread_"))(on_unknown_assistant_event)
         self.home = AppHome(self)
         self.private = PrivateAnswers(self)
+        self.streaming = StreamedAnswers(self)
         self.app.action(kit.VOTE_UP)(self._on_vote)
         self.app.action(kit.VOTE_DOWN)(self._on_vote)
         self.app.action(kit.FEEDBACK_ACTION)(self._on_feedback_buttons)
@@ -340,6 +342,11 @@ class SlackAdapter:
         was posted there."""
         user = requester.user
         try:
+            if self.streaming.enabled:
+                team = body.get("team_id") or ""
+                return await self.streaming.answer(
+                    channel, thread_ts, question, requester, team, native_feedback=assistant
+                )
             answer = await asyncio.to_thread(self.runtime.answering.ask, question, requester)
         except RateLimited as e:
             # Slack's way for a notice to one person: visible only to them, in the thread.
