@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -54,6 +54,7 @@ from bot.answer.prompts import suggested_prompts
 from bot.answer.streaming import Delta, Final
 from bot.answer.types import Answer, QuestionError, Requester
 from bot.chat.deliveries import Deliveries
+from bot.chat.streams import Items, stream_queue
 from bot.chat.teams_cards import (
     ATTACHMENTS_TEXT,
     EMPTY_TEXT,
@@ -322,7 +323,7 @@ class TeamsBot(TeamsActivityHandler):
         reference = TurnContext.get_conversation_reference(turn_context.activity)
         claims = turn_context.turn_state.get(BotAdapter.BOT_IDENTITY_KEY)
         audience = turn_context.turn_state.get(BotAdapter.BOT_OAUTH_SCOPE_KEY)
-        items = _stream_items(self.runtime.answering.stream, question, requester)
+        items = stream_queue(self.runtime.answering.stream, question, requester)
 
         async def finish(context: TurnContext) -> None:
             _own_retries(context)
@@ -337,7 +338,7 @@ class TeamsBot(TeamsActivityHandler):
     async def _send_stream(
         self,
         context: TurnContext,
-        items: asyncio.Queue[Delta | Final | BaseException],
+        items: Items,
         stream_id: str | None,
         last_sent: float,
     ) -> None:
@@ -612,25 +613,6 @@ class TeamsBot(TeamsActivityHandler):
         """Wait for late answers still being delivered (server shutdown)."""
         if self._later:
             await asyncio.gather(*self._later, return_exceptions=True)
-
-
-def _stream_items(
-    stream: Callable[[str, Requester], Iterator[Delta | Final]], question: str, requester: Requester
-) -> asyncio.Queue[Delta | Final | BaseException]:
-    """The answer's stream, read on a worker thread (answering blocks), as a queue on this
-    event loop; a failure is put on it as its exception."""
-    loop = asyncio.get_running_loop()
-    items: asyncio.Queue[Delta | Final | BaseException] = asyncio.Queue()
-
-    def read() -> None:
-        try:
-            for item in stream(question, requester):
-                loop.call_soon_threadsafe(items.put_nowait, item)
-        except BaseException as e:
-            loop.call_soon_threadsafe(items.put_nowait, e)
-
-    loop.run_in_executor(None, read)
-    return items
 
 
 def _own_retries(turn_context: TurnContext) -> None:

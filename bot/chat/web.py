@@ -1,4 +1,9 @@
-"""The local web chat: its page and its JSON API (/api/ask, /api/feedback).
+"""The local web chat: its page and its JSON API (/api/ask, /api/ask/stream, /api/feedback).
+
+``/api/ask/stream`` answers as Server-Sent Events: ``delta`` events with the model's text
+as it comes, then one ``final`` event with the answer as ``/api/ask`` returns it (validated
+on the complete text), ``replaced`` and the ``note`` to show when it replaced what was
+streamed.
 
 The adapter only turns HTTP into calls on the services; ``bot.server`` mounts it beside
 the other surfaces.
@@ -7,6 +12,7 @@ the other surfaces.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -18,7 +24,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from bot.answer.feedback import FeedbackError, UnknownQuery
 from bot.answer.limits import RateLimited
-from bot.answer.types import QuestionError, Requester
+from bot.answer.streaming import Delta
+from bot.answer.types import Answer, QuestionError, Requester
+from bot.chat.streams import stream_queue
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,7 @@ def mount_web_chat(app: web.Application, runtime: Runtime) -> None:
         [
             web.get("/", index),
             web.post("/api/ask", api_ask),
+            web.post("/api/ask/stream", api_ask_stream),
             web.post("/api/feedback", api_feedback),
         ]
     )
@@ -117,29 +126,85 @@ async def api_ask(request: web.Request) -> web.Response:
     citations and its query id. Questions of one ``conversation`` are a thread: each is a
     follow-up of the ones before."""
     rt = request.app[WEB_RUNTIME]
+    question, requester = await _question(request)
+    try:
+        # Embedding, the store and the database are blocking: keep them off the event loop.
+        answer = await asyncio.to_thread(lambda: rt.answering.ask(question, requester))
+    except QuestionError as e:
+        return _refused(e)
+    return web.json_response(_answer_json(answer))
+
+
+async def api_ask_stream(request: web.Request) -> web.StreamResponse:
+    """``/api/ask``, streamed as Server-Sent Events: ``delta`` ``{"text"}`` events, then
+    one ``final`` event with the answer, ``replaced`` and ``note``. An unusable question
+    is refused as ``/api/ask`` refuses it, before the stream starts."""
+    rt = request.app[WEB_RUNTIME]
+    question, requester = await _question(request)
+    items = stream_queue(rt.answering.stream, question, requester)
+    first = await items.get()
+    if isinstance(first, QuestionError):
+        return _refused(first)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # a proxy must pass each event on as it comes
+        }
+    )
+    await response.prepare(request)
+    item = first
+    try:
+        while True:
+            if isinstance(item, BaseException):
+                log.error("a streamed answer failed", exc_info=item)
+                error = "kbot hit an internal error; the details are in the server log."
+                await response.write(_event("error", {"error": error}))
+                break
+            if isinstance(item, Delta):
+                await response.write(_event("delta", {"text": item.text}))
+            else:
+                data = {**_answer_json(item.answer), "replaced": item.replaced, "note": item.note}
+                await response.write(_event("final", data))
+                break
+            item = await items.get()
+        await response.write_eof()
+    except ConnectionResetError:  # the page went away; the answer is logged all the same
+        log.info("the web chat closed a streamed answer before its end")
+    return response
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _question(request: web.Request) -> tuple[str, Requester]:
+    """The question and who asked it, from an ask request's JSON body."""
     body = await _json_body(request)
     question = body.get("question")
     if not isinstance(question, str):
-        return _error(400, "'question' must be a string")
+        raise _Rejected(400, "'question' must be a string")
     conversation = body.get("conversation")
     if conversation is not None and (
         not isinstance(conversation, str) or not _CONVERSATION.fullmatch(conversation)
     ):
-        return _error(400, "'conversation' must be an id of 1 to 100 letters, digits and . _ : -")
-    requester = Requester(platform="web", channel="web", user=_user(body), thread=conversation)
-    try:
-        # Embedding, the store and the database are blocking: keep them off the event loop.
-        answer = await asyncio.to_thread(lambda: rt.answering.ask(question, requester))
-    except RateLimited as e:
+        raise _Rejected(400, "'conversation' must be an id of 1 to 100 letters, digits and . _ : -")
+    return question, Requester(platform="web", channel="web", user=_user(body), thread=conversation)
+
+
+def _refused(e: QuestionError) -> web.Response:
+    if isinstance(e, RateLimited):
         return web.json_response(
             {"error": str(e)}, status=429, headers={"Retry-After": str(e.retry_after_s)}
         )
-    except QuestionError as e:
-        return _error(400, str(e))
+    return _error(400, str(e))
+
+
+def _answer_json(answer: Answer) -> dict[str, Any]:
     data = answer.as_json()
     for cj, c in zip(data["citations"], answer.citations, strict=True):
         cj["heading"] = c.heading
-    return web.json_response(data)
+    return data
 
 
 async def api_feedback(request: web.Request) -> web.Response:
