@@ -9,6 +9,13 @@ Slack's Web API (tests/bot/fake_slack.py) receives its calls. Each round sends N
 - the answer: from sending the request to the stand-in receiving the ``chat.postMessage``
   that carries the answer.
 
+Then, with an ``llm:`` (the scripted OpenAI-compatible server of tests/bot/fake_openai.py,
+as a model that takes ``FIRST_TOKEN_S`` to its first token and ``MODEL_S`` in all), one
+mention at a time answered both ways: posted whole when the model is done (streaming off),
+and streamed (``chat.startStream`` / ``appendStream`` / ``stopStream``): the time to the
+first streamed token (the stand-in receiving ``chat.startStream``) and to the final message
+(its ``chat.stopStream``, or the ``chat.update`` after it that rewrites the message).
+
 The figures are printed and written into docs/BENCHMARKS.md, in this script's own region
 (above the part bench/run.py rewrites).
 Usage: ``.venv/bin/python bench/slack.py [--concurrency 20] [--rounds 5] [--out PATH]``.
@@ -38,6 +45,8 @@ from bot.chat.slack import mount  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 from bot.server import create_app  # noqa: E402
 from config import parse_config  # noqa: E402
+from config.models import LLMConfig  # noqa: E402
+from tests.bot.fake_openai import FakeOpenAI, completion, fake_openai  # noqa: E402
 from tests.bot.fake_slack import (  # noqa: E402
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -61,6 +70,13 @@ QUESTIONS = [
     "How do I deploy a hotfix?",
     "Who do I call when the database is down?",
 ]
+# The simulated model: its first token after FIRST_TOKEN_S, its whole answer after MODEL_S.
+FIRST_TOKEN_S = 0.3
+MODEL_S = 1.5
+MODEL_ANSWER = (
+    "Follow the runbook's steps in order [1]. Check each step's result before the next one, "
+    "and if a step fails, stop and ask in the owning team's channel with what you ran [1]."
+)
 
 
 def log(msg: str) -> None:
@@ -98,6 +114,78 @@ def run_round(
     return acks, answers
 
 
+def streamed_rounds(
+    loop: Loop, url: str, fake: FakeSlack, adapter, model: FakeOpenAI, n: int, tag: str
+) -> tuple[list[float], list[float], list[float]]:
+    """``n`` mentions one at a time, posted whole then streamed; (posted answer ms, first
+    streamed token ms, final streamed message ms) of those the model answered."""
+    posted, first, final = [], [], []
+    for i in range(n):
+        # Posted: streaming off, the model's whole answer after MODEL_S.
+        whole = completion(MODEL_ANSWER)
+        whole.delay_s = MODEL_S
+        model.script = [whole]
+        adapter.streaming.supported = False
+        event = mention(QUESTIONS[i % len(QUESTIONS)], f"CPOST{tag}{i:03d}X")
+        [(t0, _)] = asyncio.run(burst(url, [event]))
+        loop.run(adapter.drain(), timeout=600)
+        [post] = fake.of("chat.postMessage", channel=event["channel"], thread_ts=event["ts"])
+        posted.append((post.received - t0) * 1000)
+
+        # Streamed: the first token after FIRST_TOKEN_S, the rest by MODEL_S.
+        pieces = completion(MODEL_ANSWER)
+        pieces.delay_s, pieces.pause_at, pieces.pause_s = FIRST_TOKEN_S, 4, MODEL_S - FIRST_TOKEN_S
+        model.script = [pieces]
+        adapter.streaming.supported = True
+        event = mention(QUESTIONS[i % len(QUESTIONS)], f"CSTREAM{tag}{i:03d}X")
+        [(t0, _)] = asyncio.run(burst(url, [event]))
+        loop.run(adapter.drain(), timeout=600)
+        starts = fake.of("chat.startStream", channel=event["channel"])
+        if not starts:
+            # An abstention: no model call, nothing to stream; neither way is counted.
+            posted.pop()
+            continue
+        [stop] = fake.of("chat.stopStream", channel=event["channel"])
+        ends = [stop.answered] + [c.answered for c in fake.of("chat.update", ts=stop.params["ts"])]
+        first.append((starts[0].received - t0) * 1000)
+        final.append((max(ends) - t0) * 1000)
+    return posted, first, final
+
+
+def with_model(fake_url: str, model: FakeOpenAI, tmp: Path, loop: Loop, fake: FakeSlack, n: int):
+    """The streamed rounds, on a runtime of their own with an ``llm:``."""
+    cfg = bench_config(fake_url, tmp)
+    cfg = cfg.model_copy(update={"llm": LLMConfig(**model.llm_section(cache=False, timeout_s=30))})
+    rt = Runtime(cfg)
+    try:
+        [result] = rt.indexer.sync()
+        assert result.ok, result.error
+        app = create_app(rt)
+        env = {"SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_BOT_TOKEN": BOT_TOKEN}
+        adapter = mount(app, rt, env=env)
+        with serving(loop, app) as url:
+            streamed_rounds(loop, url, fake, adapter, model, 1, "WARM")
+            return streamed_rounds(loop, url, fake, adapter, model, n, "M")
+    finally:
+        rt.close()
+
+
+def bench_config(fake_url: str, tmp: Path):
+    return parse_config(
+        {
+            "storage": {"data_dir": str(tmp / "data")},
+            "slack": {"api_base_url": fake_url + "api/"},
+            # One simulated user asks every mention: the limit is not what is measured.
+            "rate_limits": {"per_user": None, "per_channel": None},
+            "connectors": [
+                {"name": "sample", "type": "filesystem", "path": str(REPO / "knowledge")}
+            ],
+        },
+        source="bench-slack",
+        base_dir=tmp,
+    )
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -117,20 +205,7 @@ def main() -> None:
         serving(loop, fake.app()) as fake_url,
     ):
         fake.url = fake_url
-        cfg = parse_config(
-            {
-                "storage": {"data_dir": str(Path(tmp) / "data")},
-                "slack": {"api_base_url": fake_url + "api/"},
-                # One simulated user asks every mention: the limit is not what is measured.
-                "rate_limits": {"per_user": None, "per_channel": None},
-                "connectors": [
-                    {"name": "sample", "type": "filesystem", "path": str(REPO / "knowledge")}
-                ],
-            },
-            source="bench-slack",
-            base_dir=Path(tmp),
-        )
-        rt = Runtime(cfg)
+        rt = Runtime(bench_config(fake_url, Path(tmp) / "plain"))
         try:
             log("syncing the sample knowledge")
             [result] = rt.indexer.sync()
@@ -154,6 +229,11 @@ def main() -> None:
                         answers += b
         finally:
             rt.close()
+        log(f"{args.rounds * 4} mentions with a model, posted whole and streamed")
+        with fake_openai() as model:
+            streaming = with_model(
+                fake_url, model, Path(tmp) / "model", loop, fake, args.rounds * 4
+            )
     loop.close()
 
     rows = [
@@ -165,12 +245,17 @@ def main() -> None:
             f"{name}: ack p50 {pct(a, 50):.1f} ms p99 {pct(a, 99):.1f} ms; "
             f"answer p50 {pct(b, 50):.0f} ms p99 {pct(b, 99):.0f} ms (n={n})"
         )
-    section = report(rows, args, started, span.others_share, result.chunks)
+    posted, first, final = streaming
+    log(
+        f"with a model: posted p50 {pct(posted, 50):.0f} ms; streamed first token p50 "
+        f"{pct(first, 50):.0f} ms, final p50 {pct(final, 50):.0f} ms (n={len(posted)})"
+    )
+    section = report(rows, args, started, span.others_share, result.chunks, streaming)
     write_region(args.out, START, END, section)
     log(f"wrote {args.out}")
 
 
-def report(rows, args, started: datetime, others_share: float, chunks: int) -> str:
+def report(rows, args, started: datetime, others_share: float, chunks: int, streaming) -> str:
     facts = machine()
     lines = [
         START,
@@ -202,6 +287,34 @@ def report(rows, args, started: datetime, others_share: float, chunks: int) -> s
         "interpreter with the embedding threads), so later acks wait for earlier ones: tens "
         "of milliseconds, far under Slack's 3 s. The answers queue for the embedding model, "
         "so the time to the posted answer grows with the burst.",
+        "",
+        "### With a model: posted whole, or streamed",
+        "",
+        f"The same server with an `llm:` (a scripted OpenAI-compatible server on 127.0.0.1 "
+        f"standing in for a model that takes {FIRST_TOKEN_S * 1000:.0f} ms to its first token "
+        f"and {MODEL_S * 1000:.0f} ms in all), one mention at a time, {len(streaming[0])} "
+        f"each way (of {args.rounds * 4}: an abstention makes no model call, and is left "
+        "out). **Posted**: streaming off, the answer in one `chat.postMessage` once the "
+        "model is done (as before streaming). **Streamed**: `chat.startStream` with the first "
+        "tokens, then `chat.appendStream`; **final** is the stream's `chat.stopStream` (with "
+        "the sources and votes), or the `chat.update` that rewrites it when the validated "
+        "text differs from what was streamed.",
+        "",
+        "| Mode | n | First text p50 | First text p99 | Final message p50 | Final message p99 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    posted, first, final = streaming
+    lines += [
+        f"| posted | {len(posted)} | {pct(posted, 50):.0f} ms | {pct(posted, 99):.0f} ms | "
+        f"{pct(posted, 50):.0f} ms | {pct(posted, 99):.0f} ms |",
+        f"| streamed | {len(first)} | {pct(first, 50):.0f} ms | {pct(first, 99):.0f} ms | "
+        f"{pct(final, 50):.0f} ms | {pct(final, 99):.0f} ms |",
+        "",
+        "Streaming shows the first words when the model sends them "
+        f"({pct(first, 50):.0f} ms at p50, against {pct(posted, 50):.0f} ms for the posted "
+        "answer), and the final message, validated on the complete text, comes "
+        f"{pct(final, 50) - pct(posted, 50):+.0f} ms from when the posted one did (p50): the "
+        "appends and the `chat.stopStream` after the model's last token.",
         END,
     ]
     return "\n".join(lines) + "\n"

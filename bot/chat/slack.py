@@ -44,6 +44,7 @@ from bot.chat.slack_assistant import on_unknown_event as on_unknown_assistant_ev
 from bot.chat.slack_home import AppHome
 from bot.chat.slack_private import PrivateAnswers
 from bot.chat.slack_streaming import StreamedAnswers
+from bot.chat.slack_text import INTERNAL_ERROR, question_text
 from bot.runtime import Runtime
 from config import ConfigError
 
@@ -59,15 +60,9 @@ RATE_LIMIT_RETRIES = 2
 WORKING_REACTION = "eyes"
 # How long a stopping server waits for answers still being written.
 DRAIN_SECONDS = 20.0
-INTERNAL_ERROR = (
-    "Sorry, something went wrong on my side while answering; the details are in kbot's log. "
-    "Please try again in a few minutes."
-)
 # Message subtypes that carry a person's new question; every other subtype (edits,
 # deletions, joins, bot messages) is not a question.
 QUESTION_SUBTYPES = {None, "file_share", "thread_broadcast"}
-
-_LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
 
 
 class SlackSetupError(ConfigError):
@@ -99,26 +94,6 @@ class SlackCredentials:
         else:
             needed["SLACK_SIGNING_SECRET"] = self.signing_secret
         return [name for name, value in needed.items() if not value]
-
-
-def question_text(text: str, bot_user_id: str | None) -> str:
-    """The question in a Slack message: the bot's mention removed, Slack's link syntax
-    (``<url|label>``, ``<#C1|name>``, ``<@U1>``) turned back into words, entities unescaped."""
-    if bot_user_id:
-        text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", " ", text)
-
-    def words(m: re.Match[str]) -> str:
-        target, label = m.group(1), m.group(2)
-        if target.startswith("#"):
-            return f"#{label}" if label else target
-        if target.startswith("@"):
-            return f"@{label}" if label else target
-        if target.startswith("!"):
-            return f"@{label or target[1:]}"
-        return label or target.removeprefix("mailto:")
-
-    text = _LINK.sub(words, text)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
 
 
 class SlackAdapter:

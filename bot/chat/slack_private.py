@@ -19,6 +19,7 @@ from bot.answer.limits import RateLimited
 from bot.answer.recorded import answer_of
 from bot.answer.types import Answer, QuestionError, Requester
 from bot.chat import slack_blocks as kit
+from bot.chat.slack_text import INTERNAL_ERROR, question_text
 
 if TYPE_CHECKING:
     from bot.chat.slack import SlackAdapter
@@ -60,8 +61,6 @@ class PrivateAnswers:
         self.adapter.spawn(self._shortcut(body, context.bot_user_id))
 
     async def _shortcut(self, body: dict[str, Any], bot_user_id: str | None) -> None:
-        from bot.chat.slack import question_text
-
         user = (body.get("user") or {}).get("id", "")
         channel = (body.get("channel") or {}).get("id", "")
         message = body.get("message") or {}
@@ -176,8 +175,6 @@ class PrivateAnswers:
             await self._notice(channel, user, thread_ts, respond, str(e))
         except Exception:
             log.exception("answering failed for %s in %s: %r", user, channel, question)
-            from bot.chat.slack import INTERNAL_ERROR
-
             await self._notice(channel, user, thread_ts, respond, INTERNAL_ERROR)
         return None
 

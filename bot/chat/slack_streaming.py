@@ -28,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.answer.streaming import Delta, Final
 from bot.answer.types import Requester
 from bot.chat import slack_blocks as kit
+from bot.chat.slack_text import INTERNAL_ERROR
 
 if TYPE_CHECKING:
     from bot.chat.slack import SlackAdapter
@@ -267,8 +268,6 @@ class _Stream:
     async def abandon(self) -> bool:
         """An answer that failed mid-stream: the streamed text gives way to the apology.
         True when it did."""
-        from bot.chat.slack import INTERNAL_ERROR
-
         await self._stop(None)
         updated = await self.owner.adapter.call(
             "chat.update",
