@@ -221,3 +221,17 @@ def test_kbot_in_a_mapped_channel_reads_its_audience(slack: Slack) -> None:
     slack.settle()
     [answer] = responses(slack.fake, name)
     assert "vaultctl rotate-root" in json.dumps(answer.params["blocks"])
+
+
+def test_private_answers_elsewhere_never_read_a_restricted_audience(slack: Slack) -> None:
+    url = slack.fake.response_url(name := hook())
+    command(slack, "How do I rotate the vault root token?", "C0PUBLICSLASH", url)
+    channel = "C0PUBLICSHORT"
+    message = channel_message("How do I rotate the vault root token?", channel)
+    slack.interact(message_shortcut(message, channel, slack.fake.response_url(hook())))
+    slack.settle()
+    [answer] = responses(slack.fake, name)
+    assert "vaultctl" not in json.dumps(answer.params)
+    assert all(
+        "vaultctl" not in texts(c) for c in slack.fake.of("chat.postEphemeral", channel=channel)
+    )

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.answer.streaming import NOTE
+from bot.answer.streaming import NOTE, NOTES
 from bot.chat.slack import mount
 from bot.chat.slack_assistant import STATUS
 from bot.chat.slack_blocks import FEEDBACK_BLOCK
@@ -245,3 +245,29 @@ def test_an_assistant_thread_shows_its_status_then_streams_with_feedback_buttons
     [votes] = [b for b in ours[-1].params["blocks"] if b.get("block_id") == FEEDBACK_BLOCK]
     assert votes["type"] == "context_actions"
     assert votes["elements"][0]["type"] == "feedback_buttons"
+
+
+def test_a_model_timing_out_mid_stream_ends_with_the_fallback_and_a_note(
+    slack: Slack, model: FakeOpenAI, loop: Loop
+) -> None:
+    script(model, GOOD)
+    model.script[0].pause_at, model.script[0].pause_s = 3, 5
+    llm = slack.rt.config.llm.model_copy(update={"timeout_s": 1})
+    rt = Runtime(slack.rt.config.model_copy(update={"llm": llm}))
+    try:
+        app = create_app(rt)
+        adapter = mount(app, rt, env=ENV)
+        with serving(loop, app) as url:
+            impatient = Slack(rt, slack.fake, loop, url, adapter)
+            impatient.event(mention(ROTATE_QUESTION, "C0TIMEOUT"))
+            impatient.settle()
+    finally:
+        rt.close()
+    calls = stream_calls(slack.fake, "C0TIMEOUT")
+    assert [calls[0].method, calls[-1].method] == ["chat.startStream", "chat.stopStream"]
+    assert GOOD.startswith(shown(slack.fake, calls[0]))  # the first words, then the stall
+    [update] = slack.fake.of("chat.update", channel="C0TIMEOUT")
+    assert NOTES["timeout"] in update.params["blocks"][0]["elements"][0]["text"]
+    assert "extracted, not generated" in json.dumps(update.params["blocks"])
+    row = logged(slack, "C0TIMEOUT")
+    assert (row.mode, row.fallback_reason) == ("extractive", "timeout")
