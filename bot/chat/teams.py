@@ -359,7 +359,8 @@ class TeamsBot(TeamsActivityHandler):
             elif isinstance(item, Delta):
                 text += item.text
                 pending = bool(text.strip())
-            if pending and stream_id and time.monotonic() - last_sent >= interval:
+            # At the end, the final message carries the text still pending.
+            if final is None and pending and stream_id and time.monotonic() - last_sent >= interval:
                 sequence += 1
                 update = streaming_activity(text, stream_id, sequence)
                 # One attempt: a throttled update is skipped, the next carries its text.
