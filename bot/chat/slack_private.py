@@ -130,14 +130,12 @@ class PrivateAnswers:
         try:
             answer = await asyncio.to_thread(answer_of, self.adapter.runtime.db, query_id, user)
             if answer is None:
-                await self._respond(
-                    respond,
-                    {"response_type": "ephemeral", "replace_original": False}
-                    | {"text": SHARE_GONE},
-                )
+                gone = {"response_type": "ephemeral", "replace_original": False}
+                await self._respond(respond, {**gone, "text": SHARE_GONE})
                 return
             messages = kit.answer_messages(answer, self.adapter.config.escalation_channel)
-            messages[-1] = [*messages[-1], kit.shared_note(user)]
+            if len(messages[-1]) < kit.MAX_BLOCKS:
+                messages[-1] = [*messages[-1], kit.shared_note(user)]
             fallback = kit.fallback_text(answer.text)
             for blocks in messages:
                 if thread_ts:

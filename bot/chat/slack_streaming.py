@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 UNSUPPORTED = {"unknown_method", "not_allowed", "method_deprecated", "not_allowed_token_type"}
 # How long to wait on a ratelimited append whose reply named no Retry-After.
 DEFAULT_RETRY_AFTER_S = 1.0
+# A stream's end waits out this many ratelimited calls, then rewrites the message whole.
+MAX_RATE_LIMIT_WAITS = 5
 # One append carries at most this much (Slack's limit on markdown_text is 12,000).
 MAX_APPEND_CHARS = 10_000
 _END = object()
@@ -175,6 +177,7 @@ class _Stream:
     async def _send(self, text: str, final: bool = False) -> str:
         """Send ``text`` (start the stream, or append); returns what is left to send:
         nothing, or all of it after a ratelimited call (waited out when ``final``)."""
+        waits = 0
         while text:
             part, rest = text[:MAX_APPEND_CHARS], text[MAX_APPEND_CHARS:]
             if self.ts is None:
@@ -190,10 +193,11 @@ class _Stream:
                 error, retry = await self._api(
                     "chat.appendStream", channel=self.channel, ts=self.ts, markdown_text=part
                 )
-            if error == "ratelimited":
+            if error == "ratelimited" and waits < MAX_RATE_LIMIT_WAITS:
                 await asyncio.sleep(retry)
                 if not final:
                     return text  # sent with the pieces that arrive meanwhile
+                waits += 1
                 continue
             if error is not None:
                 if self.ts is None and error in UNSUPPORTED:
@@ -256,14 +260,15 @@ class _Stream:
         return await self.owner._post(self.channel, self.thread_ts, answer.text, messages[1:])
 
     async def _stop(self, blocks: list[kit.Block] | None) -> str | None:
-        while True:
-            params: dict[str, Any] = {"channel": self.channel, "ts": self.ts}
-            if blocks:
-                params["blocks"] = blocks
+        params: dict[str, Any] = {"channel": self.channel, "ts": self.ts}
+        if blocks:
+            params["blocks"] = blocks
+        for _ in range(MAX_RATE_LIMIT_WAITS):
             error, retry = await self._api("chat.stopStream", **params)
             if error != "ratelimited":
                 return error
             await asyncio.sleep(retry)
+        return "ratelimited"
 
     async def abandon(self) -> bool:
         """An answer that failed mid-stream: the streamed text gives way to the apology.
