@@ -35,6 +35,7 @@ class Call:
     body: dict[str, Any]
     status: int  # what the fake answered
     returned_id: str | None  # the id it gave the activity, as the real service does
+    received: float = field(default_factory=time.perf_counter)  # for benchmarks
 
 
 @dataclass
