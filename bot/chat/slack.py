@@ -544,6 +544,8 @@ _EVENT_STRINGS = ("type", "subtype", "user", "bot_id", "channel", "text", "ts", 
 
 
 def _shape_problem(body: dict[str, Any]) -> str | None:
+    if "event" in body and not isinstance(body["event"], dict):
+        return "'event' must be an object"  # bolt reads event.bot_id of every request
     for key in _OBJECTS:
         allowed = dict if key == "event" else dict | str  # a user may be an id or an object
         if body.get(key) is not None and not isinstance(body[key], allowed):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.chat.slack import mount
@@ -96,6 +96,7 @@ def test_signed_slack_json_of_any_shape_never_gets_a_500(server: str, payload: A
 
 @SETTINGS
 @given(payload=JSON)
+@example(payload={"event": None})  # bolt read event.bot_id of it: a 500 until 2026-12-07
 def test_a_slack_interaction_of_any_shape_never_gets_a_500(server: str, payload: Any) -> None:
     from urllib.parse import urlencode
 
