@@ -194,6 +194,7 @@ def feedback_click(message: dict[str, Any], channel: str, value: str, user: str)
             "type": "feedback_buttons",
             "action_id": FEEDBACK_ACTION,
             "block_id": FEEDBACK_BLOCK,
+            "text": {"type": "plain_text", "text": "Helpful"},
             "value": value,
             "action_ts": f"{time.time():.6f}",
         }
