@@ -168,7 +168,7 @@ class Runtime:
     @cached_property
     def feedback(self) -> FeedbackService:
         votes = self.votes
-        return FeedbackService(self.db, on_vote=votes.invalidate if votes else None)
+        return FeedbackService(self.db, on_vote=votes.changed if votes else None)
 
     @cached_property
     def votes(self) -> VoteRanking | None:

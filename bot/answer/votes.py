@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select
@@ -35,8 +35,11 @@ from indexer.store import ScoredChunk
 
 # 👎 reasons that say the cited sources were the problem.
 AGAINST = ("wrong", "outdated", "irrelevant sources")
-# How often a process looks again at the votes (another process's, or its own new ones).
+# How often a process looks for new votes (another process's, or its own), and how
+# often it reads them all again (to drop the votes of deleted answers).
 REFRESH_S = 5.0
+FULL_READ_S = 600.0
+OVERLAP = timedelta(seconds=60)
 
 
 def audience_key(audiences: Iterable[str]) -> str:
@@ -90,11 +93,21 @@ class VoteRanking:
         self.now = now
         self.clock = clock
         self._lock = threading.Lock()
-        self._loaded_at: float | None = None
+        self._loaded_at: float | None = None  # the last look (clock)
+        self._full_at: float | None = None  # the last full read (clock)
+        self._since: datetime | None = None  # the newest vote seen
+        # Every counting vote by (query id, voter); None: the voter's vote does not count.
+        self._rows: dict[tuple[str, str], tuple[_Vote, np.ndarray] | None] = {}
         self._votes: list[_Vote] = []
         self._vectors = np.zeros((0, 0), np.float32)
 
     def invalidate(self) -> None:
+        """Read every vote again at the next question (votes or answers were deleted)."""
+        with self._lock:
+            self._loaded_at = self._full_at = None
+
+    def changed(self) -> None:
+        """A vote was recorded: read the new ones at the next question."""
         with self._lock:
             self._loaded_at = None
 
@@ -103,31 +116,45 @@ class VoteRanking:
             now = self.clock()
             if self._loaded_at is not None and now - self._loaded_at < REFRESH_S:
                 return self._votes, self._vectors
+            full = self._full_at is None or now - self._full_at >= FULL_READ_S
+            query = (
+                select(
+                    Feedback.query_id,
+                    Feedback.user_id,
+                    Feedback.vote,
+                    Feedback.reason,
+                    Feedback.updated_at,
+                    QueryRecord.audiences,
+                    QueryRecord.question_vec,
+                    QueryRecord.citations,
+                )
+                .join(QueryRecord, Feedback.query_id == QueryRecord.id)
+                .where(QueryRecord.question_vec.is_not(None))
+            )
+            if not full and self._since is not None:
+                # Votes changed since the newest one seen, with a margin for commits of
+                # other processes that landed out of order.
+                query = query.where(Feedback.updated_at >= self._since - OVERLAP)
             with self.db.session() as s:
-                rows = s.execute(
-                    select(
-                        Feedback.user_id,
-                        Feedback.vote,
-                        Feedback.reason,
-                        Feedback.updated_at,
-                        QueryRecord.audiences,
-                        QueryRecord.question_vec,
-                        QueryRecord.citations,
-                    )
-                    .join(QueryRecord, Feedback.query_id == QueryRecord.id)
-                    .where(QueryRecord.question_vec.is_not(None))
-                ).all()
-            votes, vectors = [], []
-            for user, vote, reason, at, audiences, vec, citations in rows:
-                if vote == "down" and not counts_against(reason):
-                    continue
+                rows = s.execute(query).all()
+            if full:
+                self._rows = {}
+                self._full_at = now
+            for qid, user, vote, reason, at, audiences, vec, citations in rows:
+                self._since = at if self._since is None else max(self._since, at)
                 docs = tuple(dict.fromkeys((c["connector"], c["path"]) for c in citations or []))
-                if not docs or audiences is None:
+                counts = vote == "up" or counts_against(reason)
+                if not counts or not docs or audiences is None:
+                    self._rows[(qid, user or "")] = None
                     continue
-                votes.append(_Vote(audiences, user or "", 1 if vote == "up" else -1, at, docs))
-                vectors.append(np.frombuffer(vec, dtype=np.float32))
-            self._votes = votes
-            self._vectors = np.vstack(vectors) if vectors else np.zeros((0, 0), np.float32)
+                v = _Vote(audiences, user or "", 1 if vote == "up" else -1, at, docs)
+                self._rows[(qid, user or "")] = (v, np.frombuffer(vec, dtype=np.float32))
+            if full or rows:
+                kept = [r for r in self._rows.values() if r is not None]
+                self._votes = [v for v, _ in kept]
+                self._vectors = (
+                    np.vstack([vec for _, vec in kept]) if kept else np.zeros((0, 0), np.float32)
+                )
             self._loaded_at = now
             return self._votes, self._vectors
 

@@ -322,3 +322,18 @@ def test_only_reasons_about_the_sources_count_against_them():
     assert counts_against("irrelevant sources")
     assert not counts_against("not found") and not counts_against(None)
     assert not counts_against("wrongly formatted")
+
+
+def test_a_changed_vote_replaces_the_earlier_one_and_deleted_answers_drop_out(rt):
+    answer = workers_answer(rt)
+    vote(rt, answer, 3)
+    assert docs(rt.answering.ask(QUESTION))[1] == "draining.md"
+    # The same voters now say the page was fine, only something was missing.
+    vote(rt, answer, 3, reason="not found")
+    assert docs(rt.answering.ask(QUESTION))[1] == "workers.md"
+    vote(rt, answer, 3, reason="wrong")
+    assert docs(rt.answering.ask(QUESTION))[1] == "draining.md"
+    # A deleted answer's votes go with it, at the next full read.
+    rt.db.write(lambda s: s.execute(delete(QueryRecord).where(QueryRecord.id == answer.query_id)))
+    rt.votes.invalidate()
+    assert docs(rt.answering.ask(QUESTION))[1] == "workers.md"
