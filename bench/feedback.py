@@ -116,12 +116,84 @@ def closeness(runtime: Runtime, dev: list[Question], paras: list[Question]) -> s
     )
 
 
+def at_scale(runtime: Runtime, n: int) -> str:
+    """How long the votes take with ``n`` of them: a full read, and one question's scores
+    (p50/p95 over 200 questions), with random question vectors of the model's size."""
+    import time
+
+    from bot.answer.votes import VoteRanking
+    from db import Database
+    from db.models import QueryRecord
+
+    tmp = tempfile.mkdtemp(prefix="kbot-votes-scale-")
+    db = Database(f"sqlite:///{tmp}/votes.db")
+    db.migrate()
+    rng = np.random.default_rng(7)
+    dim = len(runtime.embedder.embed(["x"])[0])
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def seed(s: Any) -> None:
+        for i in range(n):
+            s.add(
+                QueryRecord(
+                    id=f"q{i:08d}",
+                    platform="bench",
+                    question=f"question {i}",
+                    answer="",
+                    abstained=False,
+                    citations=[{"connector": "kb", "path": f"doc{i % 500}.md"}],
+                    retrieved=[],
+                    latency_ms={},
+                    audiences="public",
+                    question_vec=vecs[i].tobytes(),
+                )
+            )
+        s.flush()
+        for i in range(n):
+            down = i % 3 == 0
+            s.add(
+                Feedback(
+                    query_id=f"q{i:08d}",
+                    user_id=f"u{i % 300}",
+                    vote="down" if down else "up",
+                    reason="wrong" if down else None,
+                )
+            )
+
+    db.write(seed, "seed votes")
+    votes = VoteRanking(runtime.config.feedback, db)
+    t0 = time.perf_counter()
+    votes._load()
+    full = (time.perf_counter() - t0) * 1000
+    times = []
+    for q in rng.normal(size=(200, dim)).astype(np.float32):
+        q /= np.linalg.norm(q)
+        t0 = time.perf_counter()
+        votes.scores(q, "public")
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    db.dispose()
+    return (
+        f"At scale, {n} votes on {n} answers: a full read {full:.0f} ms (every "
+        f"{votes_full_s():.0f} s, and new votes every 5 s); one question's vote scores p50 "
+        f"{times[100]:.2f} ms, p95 {times[190]:.2f} ms."
+    )
+
+
+def votes_full_s() -> float:
+    from bot.answer.votes import FULL_READ_S
+
+    return FULL_READ_S
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--questions", type=Path, default=DEV / "dev_questions.jsonl")
     ap.add_argument("--paraphrases", type=Path, default=HERE / "eval" / "paraphrases.jsonl")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--scale", type=int, default=20000, help="votes for the latency part")
     args = ap.parse_args()
     config = load_config(args.config)
     tmp = tempfile.mkdtemp(prefix="kbot-feedback-bench-")
@@ -213,6 +285,8 @@ def main() -> None:
         + f"; still cited {cited}/{cases}.",
         "",
         closeness(runtime, dev, paras),
+        "",
+        at_scale(runtime, args.scale),
     ]
     table = "\n".join(lines)
     print(table)
