@@ -4,6 +4,7 @@ model's HTTP stream) and handed to the event loop, for the adapters that stream.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable, Iterator
 
@@ -28,6 +29,10 @@ def stream_queue(stream: Stream, question: str, requester: Requester) -> Items:
             loop.call_soon_threadsafe(items.put_nowait, e)
 
     # A thread of its own, not the loop's executor: a slow stream must not hold one of the
-    # few workers that asyncio.to_thread calls (deliveries, votes) share.
-    threading.Thread(target=read, name="kbot-stream-reader", daemon=True).start()
+    # few workers that asyncio.to_thread calls (deliveries, votes) share. In this context,
+    # as asyncio.to_thread would: the request's id becomes the query's, spans nest.
+    context = contextvars.copy_context()
+    threading.Thread(
+        target=context.run, args=(read,), name="kbot-stream-reader", daemon=True
+    ).start()
     return items

@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from bot.answer.feedback import FeedbackError, UnknownQuery
 from bot.answer.limits import RateLimited
+from bot.answer.request_ids import current_request_id
 from bot.answer.streaming import Delta
 from bot.answer.types import Answer, QuestionError, Requester
 from bot.chat.streams import stream_queue
@@ -145,13 +146,16 @@ async def api_ask_stream(request: web.Request) -> web.StreamResponse:
     first = await items.get()
     if isinstance(first, QuestionError):
         return _refused(first)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # a proxy must pass each event on as it comes
-        }
-    )
+    headers = {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # a proxy must pass each event on as it comes
+    }
+    rid = current_request_id()
+    if rid is not None:
+        # Sent before the request ends, so the request-id middleware cannot add it.
+        headers["X-Request-Id"] = rid
+    response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     item = first
     try:

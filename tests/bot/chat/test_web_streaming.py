@@ -105,7 +105,8 @@ def row(rt: Runtime, query_id: str) -> QueryRecord:
 
 def test_a_generated_answer_streams_its_deltas_then_the_final_answer(served, fake) -> None:
     url, rt = served
-    got = events(post(url, {"question": QUESTION, "user": "ann"}))
+    reply = post(url, {"question": QUESTION, "user": "ann"})
+    got = events(reply)
     *deltas, (last, final) = got
     assert [name for name, _ in deltas] == ["delta"] * len(PIECES)
     assert [d["text"] for _, d in deltas] == PIECES
@@ -117,6 +118,8 @@ def test_a_generated_answer_streams_its_deltas_then_the_final_answer(served, fak
     assert "heading" in citation  # as /api/ask returns it
     logged = row(rt, final["query_id"])
     assert (logged.mode, logged.answer, logged.user_id) == ("generated", GOOD, "ann")
+    # The request's id is the query's, as for /api/ask: logs and the query log share it.
+    assert reply.headers["X-Request-Id"] == final["query_id"]
     assert fake.requests[-1]["stream"] is True
 
 
