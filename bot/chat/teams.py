@@ -90,6 +90,8 @@ DELIVERY_ATTEMPTS = 3
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 3.0
 CONNECTOR_TIMEOUT_S = 5
+# Teams ends a stream two minutes after it began; updates stop a little before.
+STREAM_MAX_S = 100
 # The Bot Connector caps an activity at about 256 KB.
 MAX_ACTIVITY_BYTES = 512 * 1024
 _AT_TAG = re.compile(r"</?at[^>]*>", re.IGNORECASE)
@@ -340,17 +342,23 @@ class TeamsBot(TeamsActivityHandler):
         context: TurnContext,
         items: Items,
         stream_id: str | None,
-        last_sent: float,
+        started: float,
     ) -> None:
-        text, sequence, pending = "", 1, False
+        """Send the stream's updates as ``items`` come, then its final message. An update
+        Teams refuses (the user pressed Stop, or the stream is gone) ends the updates, and
+        the answer comes as a message of its own: complete, never half-written."""
+        text, sequence, pending, last_sent = "", 1, False, started
         interval = self.config.stream_update_s
         final: Final | None = None
         while final is None:
             wait = max(0.0, last_sent + interval - time.monotonic()) if pending else None
-            try:
-                item = await asyncio.wait_for(items.get(), wait)
-            except TimeoutError:
-                item = None
+            if not items.empty():
+                item = items.get_nowait()  # wait_for(..., 0) would time out on a ready item
+            else:
+                try:
+                    item = await asyncio.wait_for(items.get(), wait)
+                except TimeoutError:
+                    item = None
             if isinstance(item, BaseException):
                 await self._send_failure(context, item, stream_id)
                 return
@@ -358,9 +366,12 @@ class TeamsBot(TeamsActivityHandler):
                 final = item
             elif isinstance(item, Delta):
                 text += item.text
-                pending = bool(text.strip())
+                pending = stream_id is not None and bool(text.strip())
             # At the end, the final message carries the text still pending.
-            if final is None and pending and stream_id and time.monotonic() - last_sent >= interval:
+            now = time.monotonic()
+            if now - started > STREAM_MAX_S:
+                pending = False  # past Teams' time for a stream: the rest comes in the final
+            if final is None and pending and stream_id and now - last_sent >= interval:
                 sequence += 1
                 update = streaming_activity(text, stream_id, sequence)
                 # One attempt: a throttled update is skipped, the next carries its text.

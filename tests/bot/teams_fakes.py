@@ -47,6 +47,8 @@ class Connector:
     calls: list[Call] = field(default_factory=list)
     # Statuses (and Retry-After values) answered to the next message deliveries, in order.
     failures: list[tuple[int, str | None]] = field(default_factory=list)
+    # Statuses answered to the next streaming updates (403: the user stopped the stream).
+    stream_failures: list[int] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _next: int = 0
 
@@ -82,6 +84,9 @@ class Connector:
         # Typing indicators always go through, so a failure is spent on a real message.
         if body.get("type") == "message" and self.failures:
             return self.failures.pop(0)
+        streaming = any(e.get("streamType") == "streaming" for e in body.get("entities") or [])
+        if streaming and self.stream_failures:
+            return self.stream_failures.pop(0), None
         return 200, None
 
     def _record(

@@ -255,6 +255,18 @@ def test_a_model_timeout_mid_stream_ends_with_the_fallback_and_its_note(setup, f
     assert row.fallback_reason == "timeout"
 
 
+def test_a_refused_update_ends_the_stream_and_the_answer_comes_whole(bot, fake, connector) -> None:
+    connector.stream_failures = [403]  # Teams: ContentStreamNotAllowed (the user pressed Stop)
+    calls = streamed(bot, connector, "kim")
+    updates = [c for c in calls if (stream_info(c) or {}).get("streamType") == "streaming"]
+    assert [u.status for u in updates] == [403]  # no more updates after the refusal
+    final = calls[-1]
+    assert final.status == 200
+    assert stream_info(final) is None  # a message of its own, complete
+    assert final.body["text"] == GOOD
+    assert any(e["type"] == "https://schema.org/Message" for e in final.body["entities"])
+
+
 @pytest.mark.parametrize("where", ["channel", "group chat"])
 def test_channels_and_group_chats_get_the_card_as_today(bot, fake, connector, where) -> None:
     if where == "channel":
