@@ -54,7 +54,14 @@ class Runtime:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return get_embedder(self.config.embedding.model)
+        embedding = self.config.embedding
+        return get_embedder(
+            embedding.model,
+            embedding.backend,
+            # The ONNX exports live beside the index, also when Chroma is a server.
+            cache_dir=self.config.storage.data_dir / "models",
+            threads=embedding.threads,
+        )
 
     @cached_property
     def indexer(self) -> Indexer:

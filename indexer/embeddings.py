@@ -14,6 +14,8 @@ from typing import Protocol
 import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Must equal config.models.EMBEDDING_BACKENDS (not imported: config stays free of indexer).
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 # No hub access, ever: a missing model must fail loudly rather than download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,10 +43,14 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """A sentence-transformers model from a local folder, on the CPU."""
 
-    def __init__(self, name: str, folder: Path):
+    def __init__(self, name: str, folder: Path, threads: int | None = None):
         from sentence_transformers import SentenceTransformer
 
         self.name = name
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         try:
             self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
         except Exception as e:  # many loader errors; all mean "this folder is not a model"
@@ -81,15 +87,43 @@ def model_folder(spec: str) -> Path:
     return folder
 
 
-_cache: dict[str, SentenceTransformerEmbedder] = {}
+def embedder_name(spec: str, backend: str = "torch") -> str:
+    """The name recorded with the index: the model, and the backend unless it is torch
+    (so a torch index built before backends existed keeps its name). Vectors of two
+    backends differ slightly, so a store refuses to mix them (indexer/store.py)."""
+    model = spec if spec == DEFAULT_MODEL else f"local:{Path(spec).expanduser().resolve().name}"
+    return model if backend == "torch" else f"{model}+{backend}"
+
+
+# Keyed by what decides the vectors: a second data dir in one process (tests, `kbot eval
+# --compare`) reuses the model already loaded rather than exporting it again.
+_cache: dict[tuple[str, str, int | None], Embedder] = {}
 _lock = threading.Lock()
 
 
-def get_embedder(spec: str = DEFAULT_MODEL) -> Embedder:
-    """The embedder for ``spec``, loaded once per process."""
+def get_embedder(
+    spec: str = DEFAULT_MODEL,
+    backend: str = "torch",
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+) -> Embedder:
+    """The embedder for ``spec`` on ``backend``, loaded once per process.
+
+    The ONNX backends export the model into ``cache_dir`` the first time (see
+    indexer/onnx.py) and load it from there after; ``threads`` is the encoder's thread
+    count (None: the backend's default)."""
+    if backend not in BACKENDS:
+        raise EmbeddingError(f"embedding.backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    key = (spec, backend, threads)
     with _lock:
-        if spec not in _cache:
+        if key not in _cache:
             folder = model_folder(spec)
-            name = spec if spec == DEFAULT_MODEL else f"local:{folder.resolve().name}"
-            _cache[spec] = SentenceTransformerEmbedder(name, folder)
-        return _cache[spec]
+            if backend == "torch":
+                _cache[key] = SentenceTransformerEmbedder(embedder_name(spec), folder, threads)
+            elif cache_dir is None:
+                raise ValueError(f"embedding.backend {backend!r} needs a cache_dir to export into")
+            else:
+                from indexer.onnx import OnnxEmbedder
+
+                _cache[key] = OnnxEmbedder(embedder_name(spec), folder, backend, cache_dir, threads)
+        return _cache[key]
