@@ -1,15 +1,22 @@
 """kbot benchmark: indexing throughput, re-sync cost and question latency on the real corpus.
 
-One run, in a fresh temporary data dir, with the embedding model loaded once:
+One run, for each embedding backend (``embedding.backend``: torch, onnx, onnx-int8) in its
+own fresh temporary data dir, with its model loaded once:
 
 1. the bare encoder on the same chunk texts the indexer will embed, in the same batches;
 2. a full sync of the corpus through the real Indexer (chunks per second, and the share of
    the bare encoder's throughput that survives reading, chunking, Chroma and SQL);
 3. no-change re-syncs (incremental, as `kbot sync` runs, and `--full`);
-4. `ask` latency over the dev questions, end to end and for the retrieve stage.
+4. `ask` latency over the dev questions, end to end and for the retrieve stage;
+5. the dev-set eval (`kbot eval`'s measures) on that index;
+6. the resident memory of `kbot serve` over that index, after answering a few questions.
 
-The figures are printed and written as the results section of docs/BENCHMARKS.md.
-Usage: ``.venv/bin/python bench/run.py [--quick [N]] [--corpus DIR] [--out PATH]``.
+Before them, ``--tune`` times each backend's bare encoder on a sample of the chunks for a
+few ``embedding.batch_size`` and ``embedding.threads`` values.
+
+The figures are printed and written as the results section of docs/BENCHMARKS.md: the
+default backend's in full, and every backend side by side.
+Usage: ``.venv/bin/python bench/run.py [--quick [N]] [--backends LIST] [--tune] [--out PATH]``.
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ import logging
 import os
 import platform
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,11 +44,21 @@ from typing import Any
 
 import numpy as np
 
+from bot.review.evaluation import CHARS, SHARES, load_questions, summarize
+from bot.review.evaluation import run as run_eval
 from bot.runtime import Runtime
 from config import KbotConfig, parse_config
+from config.models import EmbeddingConfig
 from connectors import build_connector
 from indexer.chunking import Chunker
-from indexer.embeddings import Embedder
+from indexer.embeddings import (
+    BACKENDS,
+    DEFAULT_MODEL,
+    Embedder,
+    SentenceTransformerEmbedder,
+    model_folder,
+)
+from indexer.onnx import OnnxEmbedder
 from indexer.sync import EMBED_BATCH_CHUNKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +70,17 @@ MARKER = "<!-- Results below are written by bench/run.py; edit the text above th
 TARGET_RATIO = 0.90
 TARGET_RESYNC_S = 3.0
 TARGET_ASK_P95_MS = 150.0
+# The default backend's full sync against torch's, in the same run (issue 19).
+TARGET_SPEEDUP = 1.6
+# Largest loss on a share measure of the dev eval (hit@5, recall@5, ...) against torch.
+TARGET_EVAL_LOSS = 0.01
+TARGET_RSS_MB = 1024.0
+# --tune: the first this many chunks, and the settings tried on them.
+TUNE_CHUNKS = 256
+TUNE_BATCH_SIZES = (16, 32, 64, 128)
+TUNE_THREADS = (1, 2)
+# Questions `kbot serve` answers before its memory is read.
+RSS_QUESTIONS = 5
 # Other processes using more than this share of the machine make the run "shared".
 SHARED_CPU_THRESHOLD = 0.05
 
@@ -68,6 +99,11 @@ INTRO = f"""# Benchmarks
 - **`ask` latency**: `AnsweringService.ask` over `eval/dev_questions.jsonl`, each question
   several times, model loaded; plus the retrieve stage from `Answer.latency_ms`.
   Target: p95 under {TARGET_ASK_P95_MS:g} ms.
+- **Backends side by side** (`embedding.backend`): all of the above for torch, onnx and
+  onnx-int8, each in its own data dir, plus the dev eval on each index and the resident
+  memory of `kbot serve` over it after {RSS_QUESTIONS} questions. Targets: the default
+  backend's full sync at least {TARGET_SPEEDUP:g}× torch's chunks/s; no share measure of
+  the eval more than {TARGET_EVAL_LOSS:g} below torch's; RSS at most {TARGET_RSS_MB:g} MB.
 
 The bare encoder is timed before the sync, after a warm-up batch, so neither timing pays
 for loading the model. "Others' CPU" is the share of the machine's CPU that other
@@ -176,15 +212,32 @@ def quick_subset(corpus: Path, n: int, dest: Path) -> Path:
     return dest
 
 
-def make_config(tmp: Path, corpus: Path) -> KbotConfig:
-    """The default config, storing in ``tmp``, with one filesystem connector on the corpus."""
-    data = {
+def config_data(
+    tmp: Path, corpus: Path, backend: str | None = None, args: argparse.Namespace | None = None
+) -> dict[str, Any]:
+    """The default config, storing in ``tmp``, with one filesystem connector on the corpus;
+    ``backend`` and ``args``' batch size and threads set its embedding section."""
+    data: dict[str, Any] = {
         "storage": {"data_dir": str(tmp / "data")},
         "connectors": [
             {"name": "corpus", "type": "filesystem", "path": str(corpus), "schedule": "1h"}
         ],
     }
-    return parse_config(data, source="bench", base_dir=tmp)
+    embedding: dict[str, Any] = {}
+    if backend is not None:
+        embedding["backend"] = backend
+    if args is not None and args.batch_size is not None:
+        embedding["batch_size"] = args.batch_size
+    if args is not None and args.threads is not None:
+        embedding["threads"] = args.threads
+    if embedding:
+        data["embedding"] = embedding
+    return data
+
+
+def make_config(tmp: Path, corpus: Path) -> KbotConfig:
+    """The default config, storing in ``tmp``, with one filesystem connector on the corpus."""
+    return parse_config(config_data(tmp, corpus), source="bench", base_dir=tmp)
 
 
 # -- the phases ----------------------------------------------------------------------------
@@ -192,6 +245,12 @@ def make_config(tmp: Path, corpus: Path) -> KbotConfig:
 
 @dataclass
 class Results:
+    backend: str = "torch"
+    load_s: float = 0.0
+    rss_mb: float = 0.0
+    rss_peak_mb: float = 0.0
+    serve_torch: bool = False
+    eval: dict[str, Any] | None = None
     documents: int = 0
     chunks: int = 0
     problems: int = 0
@@ -235,8 +294,9 @@ class Results:
         return (self.chunks / self.sync.own_cpu) / (self.bare_chunks / self.bare.own_cpu)
 
 
-def bare_encoder(config: KbotConfig, embedder: Embedder, res: Results) -> None:
-    """Embed the chunks the indexer will embed, grouped into the batches it will use."""
+def chunk_batches(config: KbotConfig) -> tuple[list[list[str]], float]:
+    """The chunk texts the indexer will embed, grouped into the batches it will use, and
+    the seconds that chunking took."""
     cfg = config.connectors[0]
     docs = list(build_connector(cfg, config.storage.data_dir).load_all())
     chunker = Chunker(config.indexer.chunk_size, config.indexer.chunk_overlap)
@@ -251,17 +311,22 @@ def bare_encoder(config: KbotConfig, embedder: Embedder, res: Results) -> None:
             pending = []
     if pending:
         batches.append(pending)
-    res.chunking_s = time.perf_counter() - t
+    return batches, time.perf_counter() - t
+
+
+def bare_encoder(config: KbotConfig, embedder: Embedder, res: Results) -> None:
+    """Embed the chunks the indexer will embed, grouped into the batches it will use."""
+    batches, res.chunking_s = chunk_batches(config)
     res.bare_chunks = sum(len(b) for b in batches)
     res.bare_batches = len(batches)
     batch_size = config.embedding.batch_size
-    log(f"bare encoder: {len(docs)} documents, {res.bare_chunks} chunks; warming up")
+    log(f"bare encoder ({res.backend}): {res.bare_chunks} chunks; warming up")
     if batches:
         embedder.embed(batches[0][:batch_size], batch_size=batch_size)
     with measure() as res.bare:
         for texts in batches:
             embedder.embed(texts, batch_size=batch_size)
-    log(f"bare encoder: {res.bare.wall:.1f} s, {res.bare_rate:.1f} chunks/s")
+    log(f"bare encoder ({res.backend}): {res.bare.wall:.1f} s, {res.bare_rate:.1f} chunks/s")
 
 
 def full_sync(rt: Runtime, res: Results) -> None:
@@ -282,7 +347,10 @@ def full_sync(rt: Runtime, res: Results) -> None:
     res.sync_breakdown = watch.totals()
     rest = res.sync.wall - sum(res.sync_breakdown.values())
     res.sync_breakdown["reading, parsing, SQL, other"] = rest
-    log(f"full sync: {res.documents} docs, {res.chunks} chunks, {res.sync.wall:.1f} s")
+    log(
+        f"full sync ({res.backend}): {res.documents} docs, {res.chunks} chunks, "
+        f"{res.sync.wall:.1f} s, {res.sync_rate:.1f} chunks/s"
+    )
     if res.chunks != res.bare_chunks:
         log(f"warning: the sync made {res.chunks} chunks, the bare run {res.bare_chunks}")
 
@@ -323,6 +391,140 @@ def asks(rt: Runtime, questions: list[str], repeats: int, res: Results) -> None:
     log(f"ask: p50 {pct(res.ask_ms, 50):.1f} ms, p95 {pct(res.ask_ms, 95):.1f} ms")
 
 
+@dataclass
+class Tuned:
+    backend: str
+    batch_size: int
+    threads: int
+    span: Span
+    chunks: int
+
+    @property
+    def rate(self) -> float:
+        return self.chunks / self.span.wall if self.span.wall else 0.0
+
+
+def tune(config: KbotConfig, backends: list[str], cache_dir: Path) -> list[Tuned]:
+    """Each backend's bare encoder on the first TUNE_CHUNKS chunks, for every batch size
+    and thread count tried: the settings a 2-core machine should use."""
+    import torch
+
+    batches, _ = chunk_batches(config)
+    texts = [t for batch in batches for t in batch][:TUNE_CHUNKS]
+    torch_threads = torch.get_num_threads()
+    out: list[Tuned] = []
+    try:
+        for backend in backends:
+            for threads in TUNE_THREADS:
+                # Made here, not by get_embedder, so that each is freed after its turn.
+                folder = model_folder(config.embedding.model)
+                embedder: Embedder = (
+                    SentenceTransformerEmbedder(DEFAULT_MODEL, folder, threads)
+                    if backend == "torch"
+                    else OnnxEmbedder(DEFAULT_MODEL, folder, backend, cache_dir, threads)
+                )
+                embedder.embed(texts[:16], batch_size=16)  # warm-up
+                for batch_size in TUNE_BATCH_SIZES:
+                    with measure() as span:
+                        embedder.embed(texts, batch_size=batch_size)
+                    out.append(Tuned(backend, batch_size, threads, span, len(texts)))
+                    log(
+                        f"tune {backend}: threads {threads}, batch {batch_size}: "
+                        f"{out[-1].rate:.1f} chunks/s"
+                    )
+    finally:
+        torch.set_num_threads(torch_threads)
+    return out
+
+
+def dev_eval(rt: Runtime, questions_path: Path, res: Results) -> None:
+    """`kbot eval`'s measures for this backend's index (extractive answers)."""
+    questions = load_questions(questions_path)
+    res.eval = summarize(run_eval(rt, questions))
+    log(f"eval ({res.backend}): hit@5 {res.eval['hit@5']}, mrr@10 {res.eval['mrr@10']}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_rss(config_data: dict[str, Any], tmp: Path, questions: list[str], res: Results) -> None:
+    """Start `kbot serve` over this backend's index, ask it a few questions over HTTP, and
+    read its resident memory (now and at its peak) from /proc."""
+    import yaml
+
+    path = tmp / f"serve-{res.backend}.yaml"
+    path.write_text(yaml.safe_dump(config_data), encoding="utf-8")
+    port = _free_port()
+    kbot = [sys.executable, "-c", "from bot.cli import main; main()"]
+    cmd = [*kbot, "--config", str(path), "serve", "--no-scheduler", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=5).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    raise SystemExit(f"kbot serve ({res.backend}) did not start: {err}") from None
+                time.sleep(0.5)
+        for q in questions[:RSS_QUESTIONS]:
+            body = json.dumps({"question": q}).encode()
+            req = urllib.request.Request(
+                f"{base}/api/ask", body, {"Content-Type": "application/json"}
+            )
+            urllib.request.urlopen(req, timeout=60).read()
+        with open(f"/proc/{proc.pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        res.rss_mb = int(status["VmRSS"].split()[0]) / 1024
+        res.rss_peak_mb = int(status["VmHWM"].split()[0]) / 1024
+        with open(f"/proc/{proc.pid}/maps") as f:
+            res.serve_torch = "libtorch" in f.read()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log(f"serve ({res.backend}): RSS {res.rss_mb:.0f} MB (peak {res.rss_peak_mb:.0f} MB)")
+
+
+def run_backend(
+    backend: str, tmp: Path, corpus: Path, args: argparse.Namespace, questions: list[str]
+) -> Results:
+    """Every phase for one backend, in its own data dir."""
+    res = Results(backend=backend)
+    data = config_data(tmp / backend, corpus, backend, args)
+    config = parse_config(data, source=f"bench ({backend})", base_dir=tmp)
+    # The exports made by --tune are reused, so loading here does not pay for them.
+    models = config.storage.data_dir / "models"
+    models.parent.mkdir(parents=True, exist_ok=True)
+    if not models.exists():
+        models.symlink_to(tmp / "models", target_is_directory=True)
+    rt = Runtime(config)
+    try:
+        log(f"loading the embedding model ({backend})")
+        t = time.perf_counter()
+        embedder = rt.embedder
+        res.load_s = time.perf_counter() - t
+        bare_encoder(config, embedder, res)
+        full_sync(rt, res)
+        resyncs(rt, res)
+        asks(rt, questions, args.repeats, res)
+        if not args.no_eval:
+            dev_eval(rt, args.questions, res)
+    finally:
+        rt.close()
+    if not args.no_serve:
+        serve_rss(data, tmp, questions, res)
+    return res
+
+
 # -- the report ----------------------------------------------------------------------------
 
 
@@ -346,6 +548,7 @@ def machine() -> dict[str, str]:
         "Python": platform.python_version(),
         "torch": torch.__version__,
         "sentence-transformers": version("sentence-transformers"),
+        "onnxruntime": version("onnxruntime"),
         "chromadb": chromadb.__version__,
     }
 
@@ -454,11 +657,143 @@ def report(res: Results, args: argparse.Namespace, started: datetime, facts: dic
     return "\n".join(lines) + "\n"
 
 
+def _ms(values: list[float]) -> str:
+    return f"{pct(values, 50):.1f} / {pct(values, 95):.1f}"
+
+
+def _loss(measure: str, value: float, base: float) -> float:
+    """How much worse ``value`` is than ``base`` (false_abstain is worse when higher)."""
+    return value - base if measure == "false_abstain" else base - value
+
+
+def _eval_cell(measure: str, value: float | None, base: float | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.1f}" if measure in CHARS else f"{value:.4f}"
+    if base is None:
+        return text
+    over = measure in SHARES and _loss(measure, value, base) > TARGET_EVAL_LOSS
+    delta = f"{value - base:+.1f}" if measure in CHARS else f"{value - base:+.4f}"
+    return f"{text} ({delta}){' **over**' if over else ''}"
+
+
+def eval_losses(res: Results, torch_res: Results) -> dict[str, float]:
+    """Share measures on which ``res`` is worse than torch, by how much (false_abstain is
+    worse when higher)."""
+    out: dict[str, float] = {}
+    if res.eval is None or torch_res.eval is None:
+        return out
+    for m in SHARES:
+        a, b = res.eval.get(m), torch_res.eval.get(m)
+        if a is not None and b is not None and _loss(m, a, b) > 0:
+            out[m] = _loss(m, a, b)
+    return out
+
+
+def backends_section(
+    results: dict[str, Results], tuned: list[Tuned], default: str, args: argparse.Namespace
+) -> str:
+    """Every backend's figures side by side, the targets for the default, and the tuning."""
+    base = results.get("torch")
+    lines = [
+        "### Embedding backends side by side",
+        "",
+        f"Each backend in its own data dir, one after the other, `embedding.batch_size` "
+        f"{EmbeddingConfig().batch_size if args.batch_size is None else args.batch_size}, "
+        f"`embedding.threads` {args.threads or 'default'}. Model load includes the one-time "
+        "ONNX export only where no earlier phase made it. Question embedding and `ask` are "
+        "p50 / p95 over the asks above; RSS is `kbot serve`'s after "
+        f"{RSS_QUESTIONS} questions (peak in brackets).",
+        "",
+        "| Backend | Model load | Bare encoder | Full sync | × torch | End-to-end ÷ bare "
+        "| Embed question (ms) | `ask` (ms) | Serve RSS | torch in serve | Others' CPU (sync) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in results.items():
+        speed = f"{r.sync_rate / base.sync_rate:.2f}×" if base and base.sync_rate else "-"
+        rss = f"{r.rss_mb:.0f} MB ({r.rss_peak_mb:.0f})" if r.rss_mb else "-"
+        lines.append(
+            f"| {name}{' (default)' if name == default else ''} | {r.load_s:.1f} s "
+            f"| {r.bare_rate:.1f} chunks/s | {r.sync.wall:.1f} s, {r.sync_rate:.1f} chunks/s "
+            f"| {speed} | {r.ratio:.1%} | {_ms(r.question_embed_ms)} | {_ms(r.ask_ms)} "
+            f"| {rss} | {'yes' if r.serve_torch else 'no'} | {r.sync.others_share:.0%} |"
+        )
+    chosen = results.get(default)
+    if chosen is not None:
+        lines += ["", f"Targets, for the default backend ({default}):", ""]
+        if base is not None and base.sync_rate:
+            speedup = chosen.sync_rate / base.sync_rate
+            lines.append(
+                f"- full sync {speedup:.2f}× torch's chunks/s: ≥ {TARGET_SPEEDUP:g}×, "
+                f"{_verdict(speedup >= TARGET_SPEEDUP)}"
+            )
+        lines.append(
+            f"- end to end {chosen.ratio:.1%} of its bare encoder: ≥ {TARGET_RATIO:.0%}, "
+            f"{_verdict(chosen.ratio >= TARGET_RATIO)}"
+        )
+        if base is not None and chosen.eval is not None and base.eval is not None:
+            losses = eval_losses(chosen, base)
+            worst = max(losses.values(), default=0.0)
+            lines.append(
+                f"- dev eval: largest loss on a share measure {worst:.4f} against torch: "
+                f"≤ {TARGET_EVAL_LOSS:g}, {_verdict(worst <= TARGET_EVAL_LOSS)}"
+            )
+        if chosen.rss_mb:
+            lines.append(
+                f"- serve RSS {chosen.rss_mb:.0f} MB (peak {chosen.rss_peak_mb:.0f}): "
+                f"≤ {TARGET_RSS_MB:g} MB, {_verdict(chosen.rss_peak_mb <= TARGET_RSS_MB)}"
+            )
+    evals = {n: r.eval for n, r in results.items() if r.eval is not None}
+    if evals:
+        names = list(evals)
+        first = next(iter(evals.values()))
+        lines += [
+            "",
+            "Dev eval (`kbot eval --questions dev_questions.jsonl`, extractive), each backend "
+            "on its own index; in brackets the difference to torch, **over** where a share "
+            f"measure loses more than {TARGET_EVAL_LOSS:g}:",
+            "",
+            "| Measure | " + " | ".join(names) + " |",
+            "| --- |" + " --- |" * len(names),
+        ]
+        for m, v in first.items():
+            if m in ("per_kind", "n", "latency_ms") or not isinstance(v, (int, float)):
+                continue
+            ref = evals["torch"].get(m) if "torch" in evals else None
+            cells = [
+                _eval_cell(m, e.get(m), None if n == "torch" else ref) for n, e in evals.items()
+            ]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if tuned:
+        lines += [
+            "",
+            f"Tuning (`--tune`): the bare encoder on the first {tuned[0].chunks} chunks, "
+            "chunks/s by `embedding.batch_size` (columns) and `embedding.threads` (rows):",
+            "",
+            "| Backend | Threads | " + " | ".join(str(b) for b in TUNE_BATCH_SIZES) + " |",
+            "| --- | --- |" + " --- |" * len(TUNE_BATCH_SIZES),
+        ]
+        for backend in dict.fromkeys(t.backend for t in tuned):
+            for threads in TUNE_THREADS:
+                row = {
+                    t.batch_size: t for t in tuned if (t.backend, t.threads) == (backend, threads)
+                }
+                cells = [f"{row[b].rate:.1f}" if b in row else "-" for b in TUNE_BATCH_SIZES]
+                lines.append(f"| {backend} | {threads} | " + " | ".join(cells) + " |")
+        busy = max(t.span.others_share for t in tuned)
+        lines += ["", f"Others' CPU during tuning: up to {busy:.0%} of the machine."]
+    return "\n".join(lines) + "\n"
+
+
 def write(out: Path, section: str) -> None:
+    """Replace this script's results below MARKER, keeping the sections other benchmarks
+    appended after them (from their first level-2 heading on)."""
     old = out.read_text(encoding="utf-8") if out.is_file() else ""
-    head = old.split(MARKER)[0] + MARKER + "\n" if MARKER in old else INTRO
+    head, _, rest = old.partition(MARKER) if MARKER in old else (INTRO.split(MARKER)[0], "", "")
+    later = rest.find("\n## ", rest.find("## Results") + 1) if "## Results" in rest else -1
+    tail = rest[later:] if later >= 0 else ""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(head + "\n" + section, encoding="utf-8")
+    out.write_text(f"{head}{MARKER}\n\n{section.rstrip()}\n{tail}", encoding="utf-8")
 
 
 def write_region(out: Path, start: str, end: str, section: str) -> None:
@@ -492,40 +827,54 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="smoke run on N documents (default 40); writes results only with --out",
     )
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help=f"embedding backends to measure, comma-separated (default {','.join(BACKENDS)})",
+    )
+    parser.add_argument("--batch-size", type=int, help="embedding.batch_size for every backend")
+    parser.add_argument("--threads", type=int, help="embedding.threads for every backend")
+    parser.add_argument(
+        "--tune", action="store_true", help="first time batch sizes and thread counts"
+    )
+    parser.add_argument("--no-eval", action="store_true", help="skip the dev eval per backend")
+    parser.add_argument("--no-serve", action="store_true", help="skip `kbot serve`'s RSS")
     parser.add_argument("--out", type=Path, help=f"Markdown file (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not args.corpus.is_dir():
         parser.error(f"corpus folder {args.corpus} does not exist")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if unknown := [b for b in backends if b not in BACKENDS]:
+        parser.error(f"unknown backend(s) {', '.join(unknown)}: choose from {', '.join(BACKENDS)}")
     questions = [
         json.loads(line)["question"]
         for line in args.questions.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
     out = args.out or (None if args.quick else DEFAULT_OUT)
+    default = EmbeddingConfig().backend
 
     started = datetime.now(UTC)
-    res = Results()
+    results: dict[str, Results] = {}
+    tuned: list[Tuned] = []
     with (
         tempfile.TemporaryDirectory(prefix="kbot-bench-", ignore_cleanup_errors=True) as tmp,
-        measure() as res.whole,
+        measure() as whole,
     ):
         tmp_path = Path(tmp)
         corpus = args.corpus.resolve()
         if args.quick:
             corpus = quick_subset(corpus, args.quick, tmp_path / "corpus")
-        config = make_config(tmp_path, corpus)
-        rt = Runtime(config)
-        try:
-            log("loading the embedding model")
-            embedder = rt.embedder
-            bare_encoder(config, embedder, res)
-            full_sync(rt, res)
-            resyncs(rt, res)
-            asks(rt, questions, args.repeats, res)
-        finally:
-            rt.close()
-    section = report(res, args, started, machine())
+        (tmp_path / "models").mkdir()
+        if args.tune:
+            tuned = tune(make_config(tmp_path, corpus), backends, tmp_path / "models")
+        for backend in backends:
+            results[backend] = run_backend(backend, tmp_path, corpus, args, questions)
+    main_res = results.get(default) or next(iter(results.values()))
+    main_res.whole = whole
+    section = report(main_res, args, started, machine())
+    section += "\n" + backends_section(results, tuned, default, args)
     print(section)
     if out is not None:
         write(out, section)
