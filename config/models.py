@@ -167,12 +167,18 @@ class EmbeddingConfig(_Section):
         description=f"{BUNDLED_MODEL!r} (bundled) or a local sentence-transformers model folder",
     )
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        default="torch",
+        default="onnx",
         description="the encoder: torch (fp32), onnx (fp32 on ONNX Runtime) or onnx-int8 "
         "(int8-quantised, fastest); both ONNX ones are exported once into data_dir/models. "
         "Changing it re-indexes everything",
     )
-    batch_size: int = Field(default=64, ge=1, le=1024)
+    batch_size: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="texts per encoder call: 16 measured fastest on 2 cores, and keeps "
+        "ONNX Runtime's memory low (docs/BENCHMARKS.md)",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,
