@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from indexer.model_errors import EmbeddingError
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Must equal config.models.EMBEDDING_BACKENDS (not imported: config stays free of indexer).
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -26,10 +28,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # one-question forward pass then took 0.5-1.3 s instead of ~15 ms (see docs/BENCHMARKS.md).
 # Takes effect only before torch is imported, which happens lazily below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-class EmbeddingError(Exception):
-    """The configured model cannot be loaded."""
 
 
 class Embedder(Protocol):

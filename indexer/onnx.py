@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.embeddings import EmbeddingError
+from indexer.model_errors import EmbeddingError
 
 log = logging.getLogger(__name__)
 
