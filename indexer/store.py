@@ -361,7 +361,10 @@ class VectorStore:
         return [found[i] for i in ids if i in found]
 
     def all_chunks(self, page: int = 5000) -> Iterator[Chunk]:
-        """Every stored chunk, a page at a time (for rebuilding the lexical index)."""
+        """Every stored chunk, a page at a time (for rebuilding the lexical index). The
+        collections are listed afresh: a rebuild follows a sync that may have made one a
+        moment ago (a first sync on a server, a new audience)."""
+        self._listed = 0.0
         for _, col in self._collections():
             offset = 0
             while True:
