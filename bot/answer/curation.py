@@ -10,6 +10,7 @@ ignored in ranking. Removing one keeps its row, with who removed it and when.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,10 +20,13 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db import Database
 from db.models import Curation, IndexedDocument, utcnow
+
+log = logging.getLogger(__name__)
 
 ACTIONS = ("pin", "suppress")
 # How often a process looks again at the curations table (another process's changes).
@@ -226,9 +230,13 @@ class Curations:
         """The index ids of a document's chunks, by its last sync; none when it is gone."""
         from indexer.chunking import chunk_id
 
-        with self.db.session() as s:
-            row = s.get(IndexedDocument, (connector, path))
-            count = row.chunk_count if row is not None else 0
+        try:
+            with self.db.session() as s:
+                row = s.get(IndexedDocument, (connector, path))
+                count = row.chunk_count if row is not None else 0
+        except SQLAlchemyError as e:  # the database is away: the pin waits for it
+            log.warning("cannot read the pinned document %s:%s: %s", connector, path, e)
+            return []
         return [chunk_id(connector, path, i) for i in range(count)]
 
     def invalidate(self) -> None:
@@ -240,17 +248,23 @@ class Curations:
             now = self.clock()
             if self._loaded_at is not None and now - self._loaded_at < REFRESH_S:
                 return self._active
-            with self.db.session() as s:
-                rows = s.execute(
-                    select(
-                        Curation.id,
-                        Curation.action,
-                        Curation.question,
-                        Curation.connector,
-                        Curation.path,
-                        Curation.question_vec,
-                    ).where(Curation.removed_at.is_(None))
-                ).all()
+            try:
+                with self.db.session() as s:
+                    rows = s.execute(
+                        select(
+                            Curation.id,
+                            Curation.action,
+                            Curation.question,
+                            Curation.connector,
+                            Curation.path,
+                            Curation.question_vec,
+                        ).where(Curation.removed_at.is_(None))
+                    ).all()
+            except SQLAlchemyError as e:
+                # The database is away: apply the curations read last, look again later.
+                log.warning("cannot read the curations, applying the last ones read: %s", e)
+                self._loaded_at = now
+                return self._active
             self._active = [(i, a, normalized(q), c, p, from_bytes(v)) for i, a, q, c, p, v in rows]
             self._loaded_at = now
             return self._active

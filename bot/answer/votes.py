@@ -18,6 +18,7 @@ set, and a document nothing comes close to stays first (docs/EVALUATION.md).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -27,11 +28,14 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from config.models import FeedbackConfig
 from db import Database
 from db.models import Feedback, QueryRecord, utcnow
 from indexer.store import ScoredChunk
+
+log = logging.getLogger(__name__)
 
 # 👎 reasons that say the cited sources were the problem.
 AGAINST = ("wrong", "outdated", "irrelevant sources")
@@ -135,8 +139,15 @@ class VoteRanking:
                 # Votes changed since the newest one seen, with a margin for commits of
                 # other processes that landed out of order.
                 query = query.where(Feedback.updated_at >= self._since - OVERLAP)
-            with self.db.session() as s:
-                rows = s.execute(query).all()
+            try:
+                with self.db.session() as s:
+                    rows = s.execute(query).all()
+            except SQLAlchemyError as e:
+                # The database is away (a restart, a failover): rank with the votes read
+                # last, and look again in REFRESH_S; the answer itself must not fail.
+                log.warning("cannot read the votes, ranking with the last ones read: %s", e)
+                self._loaded_at = now
+                return self._votes, self._vectors
             if full:
                 self._rows = {}
                 self._full_at = now

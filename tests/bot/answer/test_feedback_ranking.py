@@ -337,3 +337,22 @@ def test_a_changed_vote_replaces_the_earlier_one_and_deleted_answers_drop_out(rt
     rt.db.write(lambda s: s.execute(delete(QueryRecord).where(QueryRecord.id == answer.query_id)))
     rt.votes.invalidate()
     assert docs(rt.answering.ask(QUESTION))[1] == "workers.md"
+
+
+def test_votes_and_curations_degrade_when_the_database_is_away():
+    import numpy as np
+
+    from bot.answer.curation import Curations
+    from bot.answer.votes import VoteRanking
+    from db import Database
+
+    # Nothing listens on port 9: every read fails, as during a restart.
+    db = Database("postgresql+psycopg://kbot@127.0.0.1:9/kbot?connect_timeout=1")
+    vector = np.full(384, 1 / np.sqrt(384), dtype=np.float32)
+    try:
+        assert VoteRanking(FeedbackConfig(), db).scores(vector, "public") == {}
+        curations = Curations(db, lambda text: vector)
+        assert curations.matching("How do I restart it?", vector) == []
+        assert curations.chunk_ids("kb", "consumer.md") == []
+    finally:
+        db.dispose()
