@@ -150,27 +150,21 @@ def knowledge_config(tmp, fake_url: str, **slack: Any):
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def fake(loop: Loop) -> Iterator[FakeSlack]:
-    f = FakeSlack()
-    with serving(loop, f.app()) as url:
-        f.url = url
-        yield f
-
-
-@pytest.fixture(scope="module")
-def slack(tmp_path_factory, embedder, loop: Loop, fake: FakeSlack) -> Iterator[Slack]:
+def slack(tmp_path_factory, embedder, loop: Loop, fake_slack: FakeSlack) -> Iterator[Slack]:
     """One synced runtime and server for the module: each test uses its own channel or
     thread, so it can tell its calls apart from the others'."""
     tmp = tmp_path_factory.mktemp("slack")
-    cfg = knowledge_config(tmp, fake.url, channels={SRE: ["sre"]}, escalation_channel="#ask-sre")
+    cfg = knowledge_config(
+        tmp, fake_slack.url, channels={SRE: ["sre"]}, escalation_channel="#ask-sre"
+    )
     rt = Runtime(cfg)
+    with served(rt, fake_slack, loop) as s:
+        yield s
+
+
+@contextmanager
+def served(rt: Runtime, fake: FakeSlack, loop: Loop) -> Iterator[Slack]:
+    """``rt`` synced and served with Slack mounted, talking to ``fake``; closed after."""
     try:
         assert all(r.ok for r in rt.indexer.sync())
         app = create_app(rt)
@@ -702,13 +696,14 @@ def test_a_missing_channel_is_logged_and_the_question_kept(slack: Slack, caplog)
 
 
 @pytest.fixture
-def fragile(tmp_path, runtime_factory, loop: Loop, fake: FakeSlack) -> Iterator[Slack]:
+def fragile(tmp_path, runtime_factory, loop: Loop, fake_slack: FakeSlack) -> Iterator[Slack]:
     """A server over an index that was never built (no connectors)."""
-    rt = runtime_factory(make_config(tmp_path, [], slack={"api_base_url": fake.url + "api/"}))
+    api = fake_slack.url + "api/"
+    rt = runtime_factory(make_config(tmp_path, [], slack={"api_base_url": api}))
     app = create_app(rt)
     adapter = mount(app, rt, env=ENV)
     with serving(loop, app) as url:
-        yield Slack(rt, fake, loop, url, adapter)
+        yield Slack(rt, fake_slack, loop, url, adapter)
 
 
 def test_a_broken_index_is_answered_with_an_apology_and_logged(fragile: Slack) -> None:

@@ -11,13 +11,10 @@ from typing import Any
 
 import pytest
 
-from bot.chat.slack import mount
 from bot.chat.slack_assistant import PROMPTS_TITLE, STATUS
 from bot.chat.slack_blocks import FEEDBACK_ACTION, FEEDBACK_BLOCK
 from bot.runtime import Runtime
-from bot.server import create_app
 from tests.bot.chat.test_slack import (
-    ENV,
     FOLLOW_UP,
     GENERAL,
     ROTATE_QUESTION,
@@ -25,6 +22,7 @@ from tests.bot.chat.test_slack import (
     VAULT_QUESTION,
     Slack,
     knowledge_config,
+    served,
     texts,
 )
 from tests.bot.fake_slack import (
@@ -37,7 +35,6 @@ from tests.bot.fake_slack import (
     assistant_thread_started,
     block_action,
     mention,
-    serving,
 )
 from tests.bot.servers import ROTATE_TITLE
 
@@ -45,33 +42,11 @@ PANEL = "D0PANEL"
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def fake(loop: Loop) -> Iterator[FakeSlack]:
-    f = FakeSlack()
-    with serving(loop, f.app()) as url:
-        f.url = url
-        yield f
-
-
-@pytest.fixture(scope="module")
-def slack(tmp_path_factory, embedder, loop: Loop, fake: FakeSlack) -> Iterator[Slack]:
+def slack(tmp_path_factory, embedder, loop: Loop, fake_slack: FakeSlack) -> Iterator[Slack]:
     tmp = tmp_path_factory.mktemp("slack-assistant")
-    rt = Runtime(knowledge_config(tmp, fake.url, channels={SRE: ["sre"]}))
-    try:
-        assert all(r.ok for r in rt.indexer.sync())
-        app = create_app(rt)
-        adapter = mount(app, rt, env=ENV)
-        assert adapter is not None
-        with serving(loop, app) as url:
-            yield Slack(rt, fake, loop, url, adapter)
-    finally:
-        rt.close()
+    rt = Runtime(knowledge_config(tmp, fake_slack.url, channels={SRE: ["sre"]}))
+    with served(rt, fake_slack, loop) as s:
+        yield s
 
 
 def in_thread(fake: FakeSlack, channel: str, thread_ts: str) -> list[Call]:

@@ -11,12 +11,17 @@ from typing import Any
 
 import pytest
 
-from bot.chat.slack import mount
 from bot.chat.slack_blocks import FEEDBACK_BLOCK, SHARE_ACTION
 from bot.chat.slack_private import NO_TEXT, SHARE_GONE, UNREADABLE, USAGE
 from bot.runtime import Runtime
-from bot.server import create_app
-from tests.bot.chat.test_slack import ENV, ROTATE_QUESTION, SRE, Slack, knowledge_config, texts
+from tests.bot.chat.test_slack import (
+    ROTATE_QUESTION,
+    SRE,
+    Slack,
+    knowledge_config,
+    served,
+    texts,
+)
 from tests.bot.fake_slack import (
     TEAM,
     Call,
@@ -24,7 +29,6 @@ from tests.bot.fake_slack import (
     Loop,
     channel_message,
     message_shortcut,
-    serving,
     signed_headers,
     slash_command,
 )
@@ -32,33 +36,11 @@ from tests.bot.servers import ROTATE_TITLE
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def fake(loop: Loop) -> Iterator[FakeSlack]:
-    f = FakeSlack()
-    with serving(loop, f.app()) as url:
-        f.url = url
-        yield f
-
-
-@pytest.fixture(scope="module")
-def slack(tmp_path_factory, embedder, loop: Loop, fake: FakeSlack) -> Iterator[Slack]:
+def slack(tmp_path_factory, embedder, loop: Loop, fake_slack: FakeSlack) -> Iterator[Slack]:
     tmp = tmp_path_factory.mktemp("slack-private")
-    rt = Runtime(knowledge_config(tmp, fake.url, channels={SRE: ["sre"]}))
-    try:
-        assert all(r.ok for r in rt.indexer.sync())
-        app = create_app(rt)
-        adapter = mount(app, rt, env=ENV)
-        assert adapter is not None
-        with serving(loop, app) as url:
-            yield Slack(rt, fake, loop, url, adapter)
-    finally:
-        rt.close()
+    rt = Runtime(knowledge_config(tmp, fake_slack.url, channels={SRE: ["sre"]}))
+    with served(rt, fake_slack, loop) as s:
+        yield s
 
 
 def hook() -> str:

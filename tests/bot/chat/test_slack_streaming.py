@@ -18,7 +18,7 @@ from bot.runtime import Runtime
 from bot.server import create_app
 from config.models import LLMConfig
 from db.models import QueryRecord
-from tests.bot.chat.test_slack import ENV, ROTATE_QUESTION, Slack, knowledge_config
+from tests.bot.chat.test_slack import ENV, ROTATE_QUESTION, Slack, knowledge_config, served
 from tests.bot.fake_openai import FakeOpenAI, completion, fake_openai
 from tests.bot.fake_slack import (
     TEAM,
@@ -37,42 +37,20 @@ STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def fake(loop: Loop) -> Iterator[FakeSlack]:
-    f = FakeSlack()
-    with serving(loop, f.app()) as url:
-        f.url = url
-        yield f
-
-
-@pytest.fixture(scope="module")
 def model() -> Iterator[FakeOpenAI]:
     with fake_openai() as fake:
         yield fake
 
 
 @pytest.fixture(scope="module")
-def slack(tmp_path_factory, embedder, loop: Loop, fake: FakeSlack, model) -> Iterator[Slack]:
+def slack(tmp_path_factory, embedder, loop: Loop, fake_slack: FakeSlack, model) -> Iterator[Slack]:
     tmp = tmp_path_factory.mktemp("slack-streaming")
-    cfg = knowledge_config(tmp, fake.url)
+    cfg = knowledge_config(tmp, fake_slack.url)
     llm = LLMConfig(**model.llm_section(timeout_s=10, cache=False))
     cfg = cfg.model_copy(update={"llm": llm})
     rt = Runtime(cfg)
-    try:
-        assert all(r.ok for r in rt.indexer.sync())
-        app = create_app(rt)
-        adapter = mount(app, rt, env=ENV)
-        assert adapter is not None
-        with serving(loop, app) as url:
-            yield Slack(rt, fake, loop, url, adapter)
-    finally:
-        rt.close()
+    with served(rt, fake_slack, loop) as s:
+        yield s
 
 
 def script(model: FakeOpenAI, content: str, *, pause_at: int | None = 2) -> None:
