@@ -40,13 +40,14 @@ from aiohttp import ClientSession
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for bench.run and the Slack stand-in in tests/
 
+from bench.model import FIRST_TOKEN_S, MODEL_S, QUESTIONS, streamed, whole  # noqa: E402
 from bench.run import machine, measure, write_region  # noqa: E402
 from bot.chat.slack import mount  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 from bot.server import create_app  # noqa: E402
 from config import parse_config  # noqa: E402
 from config.models import LLMConfig  # noqa: E402
-from tests.bot.fake_openai import FakeOpenAI, completion, fake_openai  # noqa: E402
+from tests.bot.fake_openai import FakeOpenAI, fake_openai  # noqa: E402
 from tests.bot.fake_slack import (  # noqa: E402
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -63,20 +64,6 @@ START = "<!-- bench/slack.py:start -->"
 END = "<!-- bench/slack.py:end -->"
 # Slack retries an event that is not acknowledged within 3 s.
 ACK_LIMIT_MS = 3000.0
-QUESTIONS = [
-    "How do I rotate the API key?",
-    "What should I do when the disk is full?",
-    "How do I get access to the VPN?",
-    "How do I deploy a hotfix?",
-    "Who do I call when the database is down?",
-]
-# The simulated model: its first token after FIRST_TOKEN_S, its whole answer after MODEL_S.
-FIRST_TOKEN_S = 0.3
-MODEL_S = 1.5
-MODEL_ANSWER = (
-    "Follow the runbook's steps in order [1]. Check each step's result before the next one, "
-    "and if a step fails, stop and ask in the owning team's channel with what you ran [1]."
-)
 
 
 def log(msg: str) -> None:
@@ -122,9 +109,7 @@ def streamed_rounds(
     posted, first, final = [], [], []
     for i in range(n):
         # Posted: streaming off, the model's whole answer after MODEL_S.
-        whole = completion(MODEL_ANSWER)
-        whole.delay_s = MODEL_S
-        model.script = [whole]
+        model.script = [whole()]
         adapter.streaming.supported = False
         event = mention(QUESTIONS[i % len(QUESTIONS)], f"CPOST{tag}{i:03d}X")
         [(t0, _)] = asyncio.run(burst(url, [event]))
@@ -133,9 +118,7 @@ def streamed_rounds(
         posted.append((post.received - t0) * 1000)
 
         # Streamed: the first token after FIRST_TOKEN_S, the rest by MODEL_S.
-        pieces = completion(MODEL_ANSWER)
-        pieces.delay_s, pieces.pause_at, pieces.pause_s = FIRST_TOKEN_S, 4, MODEL_S - FIRST_TOKEN_S
-        model.script = [pieces]
+        model.script = [streamed()]
         adapter.streaming.supported = True
         event = mention(QUESTIONS[i % len(QUESTIONS)], f"CSTREAM{tag}{i:03d}X")
         [(t0, _)] = asyncio.run(burst(url, [event]))

@@ -34,47 +34,23 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for bench.run and the stand-ins in tests/
 
+from bench.model import FIRST_TOKEN_S, MODEL_S, QUESTIONS, streamed, whole  # noqa: E402
 from bench.run import machine, write_region  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 from bot.server import create_app  # noqa: E402
 from config import parse_config  # noqa: E402
 from tests.bot import teams_fakes as teams  # noqa: E402
-from tests.bot.fake_openai import FakeOpenAI, Step, completion, fake_openai  # noqa: E402
+from tests.bot.fake_openai import FakeOpenAI, fake_openai  # noqa: E402
 from tests.bot.servers import serve  # noqa: E402
 
 DEFAULT_OUT = REPO / "docs" / "BENCHMARKS.md"
 START = "<!-- bench/streaming.py:start -->"
 END = "<!-- bench/streaming.py:end -->"
-QUESTIONS = [
-    "How do I rotate the API key?",
-    "What should I do when the disk is full?",
-    "How do I get access to the VPN?",
-    "How do I deploy a hotfix?",
-    "Who do I call when the database is down?",
-]
-FIRST_TOKEN_S = 0.3
-MODEL_S = 1.5
-MODEL_ANSWER = (
-    "Follow the runbook's steps in order [1]. Check each step's result before the next one, "
-    "and if a step fails, stop and ask in the owning team's channel with what you ran [1]."
-)
 APP_ENV = ("MICROSOFT_APP_ID", "MICROSOFT_APP_PASSWORD", "MICROSOFT_APP_TYPE")
 
 
 def log(msg: str) -> None:
     print(f"[bench-streaming {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def whole() -> Step:
-    step = completion(MODEL_ANSWER)
-    step.delay_s = MODEL_S
-    return step
-
-
-def streamed() -> Step:
-    step = completion(MODEL_ANSWER)
-    step.delay_s, step.pause_at, step.pause_s = FIRST_TOKEN_S, 4, MODEL_S - FIRST_TOKEN_S
-    return step
 
 
 def post(url: str, body: dict) -> urllib.request.Request:
