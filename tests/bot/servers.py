@@ -57,6 +57,17 @@ URL_TEMPLATE = "https://git.example.test/runbooks/blob/main/{path}"
 # The runbook that questions about rotating the queue password must cite.
 ROTATE_DOC = "ops/rotate-queue-credentials.md"
 ROTATE_TITLE = "Rotating the message queue credentials"
+ROTATE_QUESTION = "How do I rotate the password of the message queue?"
+# A model's answer to it that passes validation, and the pieces a stream sends it in.
+ROTATE_ANSWER = (
+    "Generate a new password with `mq-admin passwd --user orders` [1], then restart [1]."
+)
+ROTATE_PIECES = [
+    "Generate a new password ",
+    "with `mq-admin passwd --user orders` [1]",
+    ", then ",
+    "restart [1].",
+]
 
 
 def write_runbooks(folder: Path) -> Path:
@@ -76,6 +87,21 @@ def runbook_connector(folder: Path) -> dict:
         "path": str(folder),
         "url_template": URL_TEMPLATE,
     }
+
+
+def synced_runbooks(base: Path) -> Path:
+    """``RUNBOOKS`` written to ``base/kb`` and indexed once into ``base``'s data dir (a
+    runtime made later over ``base`` reads that index); the folder."""
+    from bot.runtime import Runtime
+    from tests.conftest import make_config
+
+    folder = write_runbooks(base / "kb")
+    rt = Runtime(make_config(base, [runbook_connector(folder)]))
+    try:
+        assert all(r.ok for r in rt.indexer.sync())
+    finally:
+        rt.close()
+    return folder
 
 
 @contextmanager

@@ -17,23 +17,24 @@ from bot.answer.types import Answer, QuestionError, Requester
 from bot.runtime import Runtime
 from db.models import QueryRecord
 from tests.bot.fake_openai import FakeOpenAI, completion, error, fake_openai
-from tests.bot.servers import ROTATE_DOC, runbook_connector, write_runbooks
+from tests.bot.servers import (
+    ROTATE_ANSWER,
+    ROTATE_DOC,
+    ROTATE_QUESTION,
+    runbook_connector,
+    synced_runbooks,
+)
 from tests.conftest import make_config
 
-ROTATE_Q = "How do I rotate the password of the message queue?"
-GOOD = "Generate a new password with `mq-admin passwd --user orders` [1], then restart [1]."
+ROTATE_Q = ROTATE_QUESTION
+GOOD = ROTATE_ANSWER
 UNKNOWN_Q = "What is the airspeed velocity of an unladen swallow?"
 
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory, embedder) -> Iterator[Any]:
     base = tmp_path_factory.mktemp("streaming")
-    kb = write_runbooks(base / "kb")
-    rt = Runtime(make_config(base, [runbook_connector(kb)]))
-    try:
-        assert all(r.ok for r in rt.indexer.sync())
-    finally:
-        rt.close()
+    kb = synced_runbooks(base)
     with fake_openai() as fake:
         yield base, kb, fake
 

@@ -30,9 +30,9 @@ from tests.bot.fake_slack import (
     mention,
     serving,
 )
-from tests.bot.servers import ROTATE_TITLE
+from tests.bot.servers import ROTATE_ANSWER, ROTATE_TITLE
 
-GOOD = "Generate a new password with `mq-admin passwd --user orders` [1], then restart [1]."
+GOOD = ROTATE_ANSWER
 STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
 
 

@@ -27,20 +27,22 @@ from db.models import QueryRecord
 from tests.bot import teams_fakes as teams
 from tests.bot.fake_openai import FakeOpenAI, completion, fake_openai
 from tests.bot.servers import (
+    ROTATE_ANSWER,
     ROTATE_DOC,
+    ROTATE_PIECES,
+    ROTATE_QUESTION,
     ROTATE_TITLE,
     Reply,
     runbook_connector,
     send,
     serve,
-    write_runbooks,
+    synced_runbooks,
 )
 from tests.conftest import make_config
 
-QUESTION = "How do I rotate the password of the message queue?"
-GOOD = "Generate a new password with `mq-admin passwd --user orders` [1], then restart [1]."
-PIECES = ["Generate a new password ", "with `mq-admin passwd --user orders` [1]", ", then "]
-PIECES.append("restart [1].")
+QUESTION = ROTATE_QUESTION
+GOOD = ROTATE_ANSWER
+PIECES = ROTATE_PIECES
 CARD = "application/vnd.microsoft.card.adaptive"
 APP_ENV = ("MICROSOFT_APP_ID", "MICROSOFT_APP_PASSWORD", "MICROSOFT_APP_TYPE")
 
@@ -75,12 +77,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, embedder) -> Iterator[Setup]:
     base = tmp_path_factory.mktemp("teams-streaming")
-    kb = write_runbooks(base / "kb")
-    rt = Runtime(make_config(base, [runbook_connector(kb)]))
-    try:
-        assert all(r.ok for r in rt.indexer.sync())
-    finally:
-        rt.close()
+    kb = synced_runbooks(base)
     with fake_openai() as fake:
         yield Setup(base, kb, fake)
 

@@ -19,31 +19,28 @@ from bot.server import create_app
 from db.models import QueryRecord
 from tests.bot.fake_openai import FakeOpenAI, completion, fake_openai
 from tests.bot.servers import (
+    ROTATE_ANSWER,
     ROTATE_DOC,
+    ROTATE_PIECES,
+    ROTATE_QUESTION,
     ROTATE_TITLE,
     Reply,
     runbook_connector,
     send,
     serve,
-    write_runbooks,
+    synced_runbooks,
 )
 from tests.conftest import make_config
 
-QUESTION = "How do I rotate the password of the message queue?"
-GOOD = "Generate a new password with `mq-admin passwd --user orders` [1], then restart [1]."
-PIECES = ["Generate a new password ", "with `mq-admin passwd --user orders` [1]", ", then "]
-PIECES.append("restart [1].")
+QUESTION = ROTATE_QUESTION
+GOOD = ROTATE_ANSWER
+PIECES = ROTATE_PIECES
 
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory, embedder) -> Iterator[tuple[Path, Path]]:
     base = tmp_path_factory.mktemp("web-streaming")
-    folder = write_runbooks(base / "kb")
-    rt = Runtime(make_config(base, [runbook_connector(folder)]))
-    try:
-        assert all(r.ok for r in rt.indexer.sync())
-    finally:
-        rt.close()
+    folder = synced_runbooks(base)
     yield base, folder
 
 
