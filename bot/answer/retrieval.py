@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bot.answer.types import PUBLIC
+from bot.answer.votes import audience_key
 from config.models import RetrievalConfig
 from indexer.chunking import Chunk
 from indexer.embeddings import Embedder
@@ -207,8 +208,6 @@ class Retriever:
                 for d, m in gone.items()
             ]
         if self.votes is not None:
-            from bot.answer.votes import audience_key
-
             hits, moved = self.votes.apply(hits, vector, audience_key(audiences))
             said += moved
         for m in (m for m in matches if m.action == "pin"):

@@ -220,10 +220,11 @@ def move(
     """Reorder ``hits`` by documents: each voted document moves by its ``places``, only
     past documents whose best passage is within ``config.margin`` of its own in meaning.
     A document's chunks keep their order, and its best chunk leads them."""
-    best: dict[tuple[str, str], ScoredChunk] = {}
-    for h in hits:
-        best.setdefault(_doc(h), h)
-    order = list(best)
+    # Where each document's best chunk is, documents in rank order.
+    first: dict[tuple[str, str], int] = {}
+    for i, h in enumerate(hits):
+        first.setdefault(_doc(h), i)
+    order = list(first)
     keys = {d: float(i) for i, d in enumerate(order)}
     notes: list[dict[str, object]] = []
     places_of = {d: v.places(config) for d, v in scores.items()}
@@ -243,7 +244,7 @@ def move(
             # documents voted alike keep their order.
             if (places_of.get(other, 0) - places) * direction <= 0:
                 break
-            if abs(best[other].dense - best[d].dense) > config.margin:
+            if abs(hits[first[other]].dense - hits[first[d]].dense) > config.margin:
                 break
             moved += 1
         to = i + direction * moved
@@ -252,16 +253,14 @@ def move(
         notes.append(_note(d, v, i, to))
     if not any(n["from"] != n["to"] for n in notes):
         return hits, notes
-    new_order = sorted(order, key=lambda d: (keys[d], order.index(d)))
+    new_order = sorted(order, key=lambda d: (keys[d], first[d]))
     # The documents' best chunks take the places the best chunks had, in the new order;
     # every other chunk keeps its place, or follows its document's best chunk.
-    places_of_best = sorted(hits.index(best[d]) for d in order)
-    slot = {d: places_of_best[r] for r, d in enumerate(new_order)}
+    slot = {d: first[o] for d, o in zip(new_order, order, strict=True)}
 
     def key(i: int) -> tuple[int, int, int]:
-        h = hits[i]
-        d = _doc(h)
-        return (slot[d], 0, i) if h is best[d] else (max(i, slot[d]), 1, i)
+        d = _doc(hits[i])
+        return (slot[d], 0, i) if i == first[d] else (max(i, slot[d]), 1, i)
 
     return [hits[i] for i in sorted(range(len(hits)), key=key)], notes
 
