@@ -169,6 +169,9 @@ def test_chroma_killed_mid_load_says_search_is_unavailable_and_recovers(
     restarted: subprocess.Popen | None = None
     try:
         load.wait_for(lambda: len(load.done) >= 8, 30, "answers before the fault")
+        # An answer in flight while the server dies may end, unavailable, before the kill
+        # returns: "before the fault" is what ended before it began.
+        killing = time.monotonic()
         chroma_server.process.kill()
         chroma_server.process.wait(10)
         killed = time.monotonic()
@@ -207,7 +210,7 @@ def test_chroma_killed_mid_load_says_search_is_unavailable_and_recovers(
     # and as before the fault.
     settled = [a for a in after if a.started > back + SETTLE_S / 2]
     assert settled and all(a.answer.error is None for a in settled), failed
-    before = {a.answer.question: a.answer.text for a in load.done if a.ended < killed}
+    before = {a.answer.question: a.answer.text for a in load.done if a.ended < killing}
     changed = [
         (before[a.answer.question], a.answer.text)
         for a in settled
