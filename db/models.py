@@ -143,6 +143,10 @@ class QueryRecord(Base):
     # What votes and curations did to the ranking, for the trace:
     # [{"kind": "votes"|"pin"|"suppress", "connector", "path", ...}]
     adjustments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Where a reviewer's correction can be posted back (None before 0010, and where there
+    # is nowhere to post): a Teams question's conversation reference, as botbuilder
+    # serializes it. A Slack question's thread is its channel and thread_key.
+    reply_to: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Feedback(Base):
@@ -190,7 +194,7 @@ class Review(Base):
     query_id: Mapped[str] = mapped_column(
         String(32), ForeignKey("queries.id", ondelete="CASCADE"), primary_key=True
     )
-    outcome: Mapped[str] = mapped_column(String(16))  # right|pinned|gap|dismissed
+    outcome: Mapped[str] = mapped_column(String(16))  # right|pinned|gap|dismissed|corrected
     why: Mapped[str] = mapped_column(String(16))  # low_confidence|abstained|downvoted
     reviewer: Mapped[str] = mapped_column(String(255))
     reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -198,6 +202,7 @@ class Review(Base):
     connector: Mapped[str | None] = mapped_column(String(64), nullable=True)
     path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     curation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # "corrected": the corrected answer the reviewer posted into the original conversation.
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 

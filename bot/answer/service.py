@@ -454,6 +454,7 @@ class AnsweringService:
             follows=answer.follows,
             standalone_question=answer.standalone_question,
             condense_fallback=answer.condense_fallback,
+            reply_to=requester.reply_to,
         )
         # Retried on a new connection when the database restarts under it; merge, so a
         # commit whose acknowledgement was lost is not written twice.

@@ -36,6 +36,9 @@ class Requester:
     # thread, a Teams reply chain or 1:1 chat, a web chat conversation): the earlier
     # questions answered in it are the question's context. None: a question on its own.
     thread: str | None = None
+    # Where a reviewer's correction can be posted back later (a Teams conversation
+    # reference, kept in the query log); None where the thread alone says it, or nowhere.
+    reply_to: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

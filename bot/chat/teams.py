@@ -250,6 +250,7 @@ class TeamsBot(TeamsActivityHandler):
             user=_user_id(activity.from_property),
             audiences=self.audiences(activity),
             thread=thread,
+            reply_to=reply_reference(activity),
         )
         try:
             question = self.runtime.answering.validate(question)
@@ -644,6 +645,14 @@ def thread_id(activity: Activity) -> str:
     conversation = activity.conversation
     tenant = (conversation.tenant_id if conversation else None) or ""
     return f"{tenant}:{conversation.id if conversation else ''}"
+
+
+def reply_reference(activity: Activity) -> dict[str, Any]:
+    """What a later proactive reply to ``activity`` needs (a reviewer's correction): its
+    conversation reference, serialized, without the user (the query log has who asked)."""
+    reference = TurnContext.get_conversation_reference(activity)
+    reference.user = None
+    return reference.serialize()
 
 
 def _mentions_bot(activity: Activity) -> bool:

@@ -37,11 +37,11 @@ def test_check_schema_names_the_revision_and_the_command(request, tmp_path, back
         with pytest.raises(SchemaOutOfDate, match=r"has no kbot schema yet: run `kbot db upgrade`"):
             db.check_schema()
         command.upgrade(alembic_config(url), "0005")
-        with pytest.raises(SchemaOutOfDate, match=r"at schema revision 0005, this kbot needs 0009"):
+        with pytest.raises(SchemaOutOfDate, match=r"at schema revision 0005, this kbot needs 0010"):
             db.check_schema()
         db.migrate()
         db.check_schema()
-        assert db.revision() == "0009"
+        assert db.revision() == "0010"
     finally:
         db.dispose()
 
@@ -65,7 +65,7 @@ def test_runtime_on_postgresql_refuses_an_old_schema_and_sqlite_migrates_itself(
     with pytest.raises(SchemaOutOfDate, match="kbot db upgrade"):
         _ = rt.db
     lite = Runtime(make_config(tmp_path, storage={"data_dir": str(tmp_path / "b")}))
-    assert lite.db.revision() == "0009"
+    assert lite.db.revision() == "0010"
     lite.close()
     # An operator may opt in or out explicitly.
     opted = Runtime(
@@ -74,7 +74,7 @@ def test_runtime_on_postgresql_refuses_an_old_schema_and_sqlite_migrates_itself(
             storage={"data_dir": str(tmp_path / "c"), "database_url": pg, "auto_migrate": True},
         )
     )
-    assert opted.db.revision() == "0009"
+    assert opted.db.revision() == "0010"
     opted.close()
 
 
@@ -88,9 +88,9 @@ def test_kbot_db_upgrade_then_status(request, tmp_path):
     assert "no kbot schema yet: run `kbot db upgrade`" in status.output
     first = runner.invoke(cli, ["--config", str(cfg), "db", "upgrade"])
     assert first.exit_code == 0, first.output
-    assert "upgraded from empty to 0009" in first.output
+    assert "upgraded from empty to 0010" in first.output
     again = runner.invoke(cli, ["--config", str(cfg), "db", "upgrade"])
-    assert "already at schema revision 0009" in again.output
+    assert "already at schema revision 0010" in again.output
     assert runner.invoke(cli, ["--config", str(cfg), "db", "status"]).exit_code == 0
 
 
