@@ -347,8 +347,9 @@ def choose(
             skip = ()  # nothing new: quote it again rather than nothing
         elif len(whole) <= budget and len(new) < len(every):
             return Choice("\n\n".join(new).strip(), how="unquoted")
-    if len(whole) <= budget and not (procedure and NUMBERED_ITEM.search(whole)):
-        return Choice(whole.strip(), how="whole")
+    # A document that fits is quoted whole, but still scored: the lead of a fact answer is
+    # taken from its blocks, and a how-to answer starts at the section that scored best.
+    fits = len(whole) <= budget and not (procedure and NUMBERED_ITEM.search(whole))
     bs: list[Block] = []
     seen: set[str] = set()
     for t, rank, *heading in sections:
@@ -376,6 +377,8 @@ def choose(
         _from_first_part(bs, scores)
     texts = [b.text for b in bs]
     order = sorted(range(len(bs)), key=lambda i: (-scores[i], i))
+    if fits:
+        return _whole(whole, bs, contributions, scores, order, procedure)
     chosen: set[int] = set()
     cut: dict[int, int] = {}  # a numbered list quoted in part: how many steps
     used = 0
@@ -445,6 +448,35 @@ def choose(
         left_out=left_out,
         steps_heading=steps_heading,
     )
+
+
+def _whole(
+    whole: str,
+    bs: list[Block],
+    contributions: list[dict[str, float]],
+    scores: list[float],
+    order: list[int],
+    procedure: bool,
+) -> Choice:
+    """A document quoted whole. A how-to answer begins at the section of its best block
+    (the diagnosis, say, before the alert's meaning and impact); the sections before it
+    follow, after a "…"."""
+    every = list(range(len(bs)))
+    best = next((i for i in order if scores[i] > 0 and not _is_heading(bs[i].text)), None)
+    if not procedure or best is None:
+        return Choice(whole.strip(), bs, contributions, scores, every, how="whole")
+    start = best
+    while start > 0 and bs[start - 1].heading == bs[best].heading:
+        start -= 1
+    if start == 0 or not _is_heading(bs[start].text):
+        # The best block is not in a section of its own: the document as it is.
+        return Choice(whole.strip(), bs, contributions, scores, every, how="whole")
+    # The document's title heading is not moved along: the citation names it.
+    head = [i for i in range(start) if not (i == 0 and _is_heading(bs[0].text))]
+    if not head:  # the best section is the first one
+        return Choice(whole.strip(), bs, contributions, scores, every, how="whole")
+    parts = [bs[i].text for i in range(start, len(bs))] + ["…"] + [bs[i].text for i in head]
+    return Choice("\n\n".join(parts).strip(), bs, contributions, scores, every, how="whole")
 
 
 NUMBERED_ITEM = re.compile(r"^[ \t]*\d+[.)][ \t]+", re.MULTILINE)
@@ -720,7 +752,19 @@ def without(passage: str, said: Collection[str]) -> str:
     """``passage`` less the paragraphs a lead already says word for word, and the "…"
     marks their going leaves doubled or at an end."""
     said = {" ".join(s.split()) for s in said}
-    kept = [b for b in passage.split("\n\n") if " ".join(b.split()) not in said]
+    kept = []
+    for b in passage.split("\n\n"):
+        if " ".join(b.split()) in said:
+            continue
+        if not (_is_code(b) or _is_heading(b) or _is_item(b.lstrip().split("\n", 1)[0])):
+            # A paragraph the lead quoted a sentence of keeps only its other sentences.
+            ss = sentences(b)
+            rest = [x for x in ss if x not in said]
+            if ss and not rest:
+                continue
+            if len(rest) < len(ss):
+                b = " ".join(rest)
+        kept.append(b)
     out: list[str] = []
     for b in kept:
         if b.strip() == "…" and (not out or out[-1].strip() == "…"):

@@ -81,9 +81,41 @@ def test_the_same_question_gives_the_same_choice() -> None:
     assert a.text == b.text and a.explain() == b.explain()
 
 
-def test_a_short_document_is_quoted_whole_without_scoring() -> None:
+def test_a_short_document_is_quoted_whole_and_still_scored() -> None:
     c = choose([("Just one line.", 0)], "anything", budget=500)
-    assert c.text == "Just one line." and c.explain() == []
+    assert c.text == "Just one line." and c.how == "whole"
+    # Scored all the same, so a fact answer can lead with the sentence that states it.
+    assert [e["block"] for e in c.explain()] == ["Just one line."]
+
+
+ALERT_RUNBOOK = (
+    "# DiskDegraded\n\n"
+    "## Meaning\n\nThe disk array of a node is degraded.\n\n"
+    "## Impact\n\nThe node could go offline if another disk fails.\n\n"
+    "## Diagnosis\n\nOpen a shell on the node and read the array's state:\n\n"
+    "```shell\ncat /proc/mdstat\n```\n\n"
+    "## Mitigation\n\nCordon and drain the node, then replace the disk."
+)
+
+
+def test_a_how_to_answer_from_a_short_document_starts_at_its_best_section() -> None:
+    question = "how do I read the state of the disk array on the node shell?"
+    c = choose([(ALERT_RUNBOOK, 0, "")], question, budget=2000, procedure=True)
+    assert c.how == "whole"
+    # The diagnosis first, the mitigation after it, the background last after a "…"; the
+    # title heading, which the citation names, is not moved into the middle.
+    assert c.text.startswith("## Diagnosis\n\nOpen a shell on the node")
+    at = [c.text.index(s) for s in ("cat /proc/mdstat", "## Mitigation", "…", "## Meaning")]
+    assert at == sorted(at) and "# DiskDegraded" not in c.text
+    # A fact question gets the document as it is: its lead comes first instead.
+    fact = choose([(ALERT_RUNBOOK, 0, "")], question, budget=2000)
+    assert fact.text == ALERT_RUNBOOK
+
+
+def test_a_how_to_answer_keeps_document_order_when_the_best_block_opens_it() -> None:
+    question = "what does it mean that the disk array is degraded?"
+    c = choose([(ALERT_RUNBOOK, 0, "")], question, budget=2000, procedure=True)
+    assert c.text == ALERT_RUNBOOK
 
 
 STARTUP = "and must match. "
@@ -197,6 +229,13 @@ def test_what_a_lead_says_is_not_quoted_again() -> None:
     passage = "Pages are cached.\n\n…\n\nThe CDN   keeps them.\n\n…\n\nOther words."
     assert without(passage, ["The CDN keeps them."]) == "Pages are cached.\n\n…\n\nOther words."
     assert without("Only this.\n\n…\n\nAnd this.", ["And this."]) == "Only this."
+    # A paragraph the lead took one sentence of keeps the others; tables, code and lists
+    # have no sentences to take and are kept whole.
+    para = "Pages are cached for five minutes. Purge one to see a fix at once."
+    rest = "Purge one to see a fix at once."
+    assert without(para, ["Pages are cached for five minutes."]) == rest
+    table = "| Strategy | Retention |\n| --- | --- |\n| Nightly | 120 days |"
+    assert without(f"{para}\n\n{table}", [para]) == table
 
 
 def test_a_block_that_only_points_elsewhere_is_not_quoted() -> None:
