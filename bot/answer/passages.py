@@ -692,6 +692,7 @@ LEAD_MIN_CHARS = 40
 # A sentence ends at ". " (or "! ", "? ") before a capital, a mark or a quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*\[(\"'])")
 _TABLE_LINE = re.compile(r"^\s*\|")
+_QUOTE_MARK = re.compile(r"^\s*(?:>\s?)+")
 
 
 def sentences(block: str) -> list[str]:
@@ -707,7 +708,8 @@ def sentences(block: str) -> list[str]:
             elif items and line.strip():
                 items[-1] += " " + line.strip()
         return [i for i in items if i]
-    text = " ".join(block.split())
+    # A quotation's marks ("> ") are not part of what it says.
+    text = " ".join(" ".join(_QUOTE_MARK.sub("", ln) for ln in block.split("\n")).split())
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
@@ -726,9 +728,8 @@ def lead(
     for n, choice in chosen:
         for i in choice.chosen:
             b = choice.blocks[i]
-            for s in sentences(b.text):
-                if len(s) < LEAD_MIN_CHARS:
-                    continue  # a fragment ("a local emergency") says nothing alone
+            # A fragment ("a local emergency") says nothing alone.
+            for s in [s for s in sentences(b.text) if len(s) >= LEAD_MIN_CHARS]:
                 unit = Block(s, b.rank, b.heading)
                 c = _contributions(unit, query, FEATURES)
                 score = sum(c.values()) / _length_norm(unit)
@@ -736,16 +737,29 @@ def lead(
                     scored.append((score, n, len(scored), s))
     out: list[tuple[str, int]] = []
     used = 0
+    taken: set[str] = set()
     for _score, n, _, s in sorted(scored, key=lambda x: (-x[0], x[1], x[2])):
         if len(out) == LEAD_SENTENCES:
             break
+        same = _comparable(s)
+        if same in taken or any(same in t or t in same for t in taken):
+            continue  # said already (a near-copy of the runbook, or its own list)
         if used + len(s) > budget and out:
             continue
         if used + len(s) > budget * OVERSHOOT:
             continue
         out.append((s, n))
+        taken.add(same)
         used += len(s) + 1
     return out
+
+
+def _comparable(text: str) -> str:
+    """``text`` as compared for saying the same thing: case, spacing, list marks and
+    typographic quotes aside."""
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"')
+    text = text.replace("\u201d", '"')
+    return " ".join(_ITEM_MARK.sub("", ln) for ln in text.casefold().split("\n")).strip()
 
 
 def without(passage: str, said: Collection[str]) -> str:

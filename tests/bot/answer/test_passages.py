@@ -223,6 +223,24 @@ def test_a_fact_question_leads_with_the_sentence_that_states_it() -> None:
     )
 
 
+def test_a_lead_does_not_say_the_same_sentence_twice() -> None:
+    from bot.answer.passages import lead
+
+    # Two example messages of a runbook end alike, one with a typographic apostrophe.
+    section = (
+        "> We\u2019re looking into an issue with uploads. We\u2019ll update this page as soon "
+        "as we know what's causing the uploads to fail.\n\n"
+        "> We're looking into a problem with alerts. We'll update this page as soon as we "
+        "know what's causing the uploads to fail.",
+        0,
+        "Messages",
+    )
+    question = "what should the page say about what's causing the uploads to fail?"
+    said = [s for s, _ in lead([(1, choose([section], question, budget=100))], question)]
+    assert len(said) == 2 and not any(s.startswith(">") for s in said)
+    assert sum("update this page" in s for s in said) == 1
+
+
 def test_what_a_lead_says_is_not_quoted_again() -> None:
     from bot.answer.passages import without
 
