@@ -652,6 +652,12 @@ def reply_reference(activity: Activity) -> dict[str, Any]:
     conversation reference, serialized, without the user (the query log has who asked)."""
     reference = TurnContext.get_conversation_reference(activity)
     reference.user = None
+    if reference.conversation is not None and not reference.conversation.tenant_id:
+        # botbuilder reads the tenant from "tenantID"; Teams sends it in channelData too.
+        data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+        tenant = data.get("tenant") if isinstance(data.get("tenant"), dict) else {}
+        tenant_id = tenant.get("id")
+        reference.conversation.tenant_id = tenant_id if isinstance(tenant_id, str) else None
     return reference.serialize()
 
 

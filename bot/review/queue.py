@@ -7,8 +7,11 @@ punctuation aside) is one item: a review decides every queued ask of it.
 
 A reviewer marks the answer right, picks the document that answers it (a pin through
 ``Curations``, so the next ask of the question and its paraphrases is answered from it),
-marks it a content gap for writers, or dismisses it. Reviewed answers leave the queue and,
-but for dismissed ones, become labeled eval cases (``eval_cases``).
+marks it a content gap for writers, or dismisses it; with ``feedback.post_corrections`` a
+reviewer may also post a corrected answer into the question's conversation
+(``bot.review.corrections``, which records it here as "corrected" once it is posted).
+Reviewed answers leave the queue and, but for dismissed ones and corrections without a
+picked document, become labeled eval cases (``eval_cases``).
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ log = logging.getLogger(__name__)
 
 # Most telling first: a group of asks is queued for the first reason any of them has.
 WHYS = ("downvoted", "abstained", "low_confidence")
-# What a reviewer decides; "pinned" is the outcome of picking a document.
-OUTCOMES = ("right", "pinned", "gap", "dismissed")
-# Reviewed outcomes that label an eval case ("dismissed" says nothing about the answer).
-LABELING = ("right", "pinned", "gap")
+# What a reviewer decides; "pinned" is the outcome of picking a document, "corrected" of
+# posting a corrected answer (with a picked document or without one).
+OUTCOMES = ("right", "pinned", "gap", "dismissed", "corrected")
+# Reviewed outcomes that label an eval case ("dismissed" says nothing about the answer; a
+# correction labels one only with its picked document).
+LABELING = ("right", "pinned", "gap", "corrected")
 
 
 class ReviewError(ValueError):
@@ -87,6 +92,7 @@ class Reviewed:
     connector: str | None = None
     path: str | None = None
     curation_id: int | None = None
+    note: str | None = None
 
 
 class ReviewQueue:
@@ -201,6 +207,28 @@ class ReviewQueue:
         pin = self.curations.add("pin", item.question, connector, path, by, query_id=query_id)
         return self._review(query_id, "pinned", by, connector, path, pin.id)
 
+    def correct(
+        self,
+        query_id: str,
+        text: str,
+        by: str,
+        connector: str | None = None,
+        path: str | None = None,
+    ) -> Reviewed:
+        """Record a corrected answer that was posted into the question's conversation
+        (``bot.review.corrections`` posts it first); with ``connector``:``path``, the
+        document it cites is pinned as ``pick`` pins it."""
+        curation_id = None
+        if connector and path:
+            if self.curations is None:
+                raise ReviewError("picking a document needs the curations (a runtime's queue)")
+            item = self.get(query_id)
+            pin = self.curations.add("pin", item.question, connector, path, by, query_id=query_id)
+            curation_id = pin.id
+        return self._review(
+            query_id, "corrected", by, connector or None, path or None, curation_id, text
+        )
+
     def _review(
         self,
         query_id: str,
@@ -209,6 +237,7 @@ class ReviewQueue:
         connector: str | None = None,
         path: str | None = None,
         curation_id: int | None = None,
+        note: str | None = None,
     ) -> Reviewed:
         by = (by or "").strip()
         if not by:
@@ -233,12 +262,13 @@ class ReviewQueue:
                         connector=connector,
                         path=path,
                         curation_id=curation_id,
+                        note=note,
                     )
                 )
             return tuple(r.id for r in asks)
 
         ids = self.db.write(review, "save the review")
-        return Reviewed(ids, outcome, by, connector, path, curation_id)
+        return Reviewed(ids, outcome, by, connector, path, curation_id, note)
 
     def eval_cases(self) -> list[dict[str, Any]]:
         """Reviewed questions as labeled eval cases (the ``kbot eval`` question format),
@@ -291,7 +321,7 @@ def _why(row: Any) -> str:
 def _relevant(rv: Review, q: QueryRecord) -> list[str] | None:
     """The eval case's ``relevant`` paths (eval matches a connector's relative paths);
     None when the review labels nothing (a right answer that cited nothing)."""
-    if rv.outcome == "pinned":
+    if rv.outcome in ("pinned", "corrected"):
         return [rv.path] if rv.path else None
     if rv.outcome == "gap" or q.abstained:
         return []
