@@ -1,4 +1,4 @@
-"""``kbot review list|right|pick|gap|dismiss``: the human review queue."""
+"""``kbot review list|right|pick|gap|dismiss|correct``: the human review queue."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def review_list(state: State, as_json: bool) -> None:
         click.echo(f"{i.query_id}  {i.why:<14} {iso(i.asked_at)}{times}\n    {i.question}")
 
 
-def _done(r) -> None:  # r: bot.review.queue.Reviewed
+def _done(r, where: str = "") -> None:  # r: bot.review.queue.Reviewed
     what = f" {r.connector}:{r.path} (pin #{r.curation_id})" if r.curation_id else ""
+    what += f", posted into {where}" if where else ""
     click.echo(f"{r.outcome}{what}: {len(r.query_ids)} answer(s) left the queue")
 
 
@@ -70,3 +71,29 @@ def review_pick(state: State, query_id: str, connector: str, path: str, by: str 
     """DOC_PATH answers QUERY_ID: pin it for the question and its paraphrases, and label
     the question's eval case with it."""
     _done(_queue(state).pick(query_id, connector, path, by or default_by()))
+
+
+@review.command("correct")
+@click.argument("query_id")
+@click.option("--text", required=True, metavar="TEXT", help="The corrected answer.")
+@click.option("--connector", default=None, metavar="NAME", help="A document it cites: connector.")
+@click.option("--path", default=None, metavar="DOC_PATH", help="The document's path in it.")
+@click.option("--by", default=None, metavar="NAME", help="Reviewer (default: login name).")
+@click.pass_obj
+def review_correct(
+    state: State, query_id: str, text: str, connector: str | None, path: str | None, by: str | None
+) -> None:
+    """Post TEXT as a correction, attributed to the reviewer, into the Slack thread or Teams
+    conversation QUERY_ID was asked in (with feedback.post_corrections: true); with
+    --connector and --path it cites that document and pins it as `pick` does. Nothing is
+    recorded when the platform refuses it: the question stays queued."""
+    import asyncio
+
+    from bot.review.corrections import OFF, Corrections
+
+    corrections = Corrections(state.runtime())
+    if not corrections.enabled:
+        raise click.ClickException(OFF)
+    # A CorrectionError (NotPosted too) is a ReviewError: the CLI prints it and exits 1.
+    done = asyncio.run(corrections.correct(query_id, text, by or default_by(), connector, path))
+    _done(done.reviewed, done.destination.where)

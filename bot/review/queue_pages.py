@@ -1,6 +1,8 @@
 """The reports pages that change things: the review queue (``/reports/review``), picking a
-document for a question by searching the index, and the curations (``/reports/curations``,
-with undo). They sit behind the same ``reports:`` auth as the report (401 without it).
+document for a question by searching the index, posting a corrected answer into the
+question's Slack thread or Teams conversation (with ``feedback.post_corrections``), and the
+curations (``/reports/curations``, with undo). They sit behind the same ``reports:`` auth
+as the report (401 without it).
 
 Every POST carries a CSRF token, checked before anything is done (403 without it or with a
 wrong one). It is the signed double-submit cookie pattern (OWASP's CSRF cheat sheet): a
@@ -25,6 +27,7 @@ from aiohttp import web
 from sqlalchemy import or_, select
 
 from bot.answer.curation import CurationError
+from bot.review.corrections import OFF, CorrectionError, Corrections, NotPosted
 from bot.review.pages import (
     HEADERS,
     REPORTS_RUNTIME,
@@ -52,6 +55,7 @@ DONE = {
     "pinned": "Pinned: the question and its paraphrases are answered from it first.",
     "gap": "Marked a content gap for writers.",
     "dismissed": "Dismissed.",
+    "corrected": "Correction posted into the question's conversation.",
     "pin": "Pinned.",
     "suppress": "Suppressed.",
     "removed": "Undone: the curation no longer applies.",
@@ -63,6 +67,7 @@ def mount_review(app: web.Application, runtime: Runtime) -> None:
     """Serve the review queue and curation pages from ``app`` (after ``mount_reports``)."""
     app.router.add_get("/reports/review", queue_page)
     app.router.add_post("/reports/review/{query_id}", review_action)
+    app.router.add_post("/reports/review/{query_id}/correct", correct_action)
     app.router.add_get("/reports/review/{query_id}/pick", pick_page)
     app.router.add_post("/reports/review/{query_id}/pick", pick_action)
     app.router.add_get("/reports/curate/{query_id}", curate_page)
@@ -153,6 +158,13 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
     cookie = _authorize(request, rt)
     items = await asyncio.to_thread(review_queue(rt).items)
     redactor = Redactor.from_config(rt.config)
+    corrections = Corrections(rt)
+    # Where each row's correction would go (a Destination), or why nowhere (a str).
+    where: dict[str, Any] = {}
+    if corrections.enabled:
+        where = await asyncio.to_thread(
+            corrections.destinations, [i.query_id for i in items[:SHOWN]]
+        )
     rows = [
         {
             "query_id": i.query_id,
@@ -164,6 +176,8 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
             "abstained": i.abstained,
             "confidence": i.confidence,
             "citations": i.citations,
+            "post_to": getattr(where.get(i.query_id), "where", None),
+            "no_post": where.get(i.query_id) if isinstance(where.get(i.query_id), str) else None,
         }
         for i in items[:SHOWN]
     ]
@@ -175,6 +189,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         items=rows,
         total=len(items),
         review_below=rt.config.feedback.review_below,
+        corrections=corrections.enabled,
         done=DONE.get(request.query.get("done", "")),
     )
 
@@ -194,6 +209,38 @@ async def review_action(request: web.Request) -> web.StreamResponse:
     except ReviewError as e:
         return _page(409, "Not in the queue", str(e))
     raise _see_other(f"/reports/review?done={done.outcome}")
+
+
+async def correct_action(request: web.Request) -> web.StreamResponse:
+    """``POST /reports/review/{query_id}/correct`` with ``text`` and optionally ``document``
+    (``connector:path``, or ``connector`` and ``path``): post the corrected answer into the
+    question's conversation, then record the review. 403 when posting corrections is off;
+    502 when the platform refused it or could not be reached (nothing recorded)."""
+    rt = request.app[REPORTS_RUNTIME]
+    _authorize(request, rt)
+    form = await _checked_form(request, rt)
+    corrections = Corrections(rt)
+    if not corrections.enabled:
+        return _page(403, "Corrections are off", OFF)
+    connector, _, path = str(form.get("document", "")).partition(":")
+    if not connector:
+        connector, path = str(form.get("connector", "")), str(form.get("path", ""))
+    by = _reviewer(request, rt.config.reports)
+    try:
+        await corrections.correct(
+            request.match_info["query_id"],
+            str(form.get("text", "")),
+            by,
+            connector or None,
+            path or None,
+        )
+    except NotPosted as e:
+        return _page(502, "Not posted", str(e))
+    except CorrectionError as e:
+        return _page(400, "Cannot post a correction", str(e))
+    except (ReviewError, CurationError) as e:
+        return _page(409, "Not in the queue", str(e))
+    raise _see_other("/reports/review?done=corrected")
 
 
 # -- picking a document ----------------------------------------------------------------------
