@@ -93,6 +93,10 @@ class NotPosted(CorrectionError):
         )
 
 
+class NotRecorded(CorrectionError):
+    """The correction was posted, but its review could not be recorded."""
+
+
 @dataclass(frozen=True)
 class Destination:
     """The conversation a question was asked in, where its correction goes."""
@@ -227,7 +231,8 @@ class Corrections:
     ) -> Corrected:
         """Post ``text`` as ``by``'s correction into the conversation of ``query_id``, then
         record the review ("corrected", pinning ``connector``:``path`` when given). Raises
-        ``CorrectionError`` (``NotPosted`` when the platform failed) with nothing recorded."""
+        ``CorrectionError`` (``NotPosted`` when the platform failed) with nothing recorded,
+        or ``NotRecorded`` when it was posted but the review could not be recorded."""
         if not self.enabled:
             raise CorrectionError(OFF)
         text, by = (text or "").strip(), (by or "").strip()
@@ -248,14 +253,22 @@ class Corrections:
                 "correction of %s by %s not posted to %s: %s", query_id, by, dest.where, e.reason
             )
             raise
-        done = await asyncio.to_thread(
-            queue.correct,
-            query_id,
-            text,
-            by,
-            doc.connector if doc else None,
-            doc.doc_id if doc else None,
-        )
+        try:
+            done = await asyncio.to_thread(
+                queue.correct,
+                query_id,
+                text,
+                by,
+                doc.connector if doc else None,
+                doc.doc_id if doc else None,
+            )
+        except Exception as e:
+            # Posted, so the reviewer must not post it again: say so, whatever went wrong.
+            log.exception("correction of %s posted to %s but not recorded", query_id, dest.where)
+            raise NotRecorded(
+                f"The correction was posted into {dest.where}, but recording the review "
+                f"failed ({e}); mark the question reviewed instead of posting it again."
+            ) from e
         log.info("correction of %s by %s posted to %s", query_id, by, dest.where)
         return Corrected(done, dest)
 
@@ -305,7 +318,7 @@ class Corrections:
             await client.chat_postMessage(
                 channel=dest.channel,
                 thread_ts=dest.thread_ts,
-                text=c.plain,
+                text=kit.escape(kit.fallback_text(c.plain)),  # notifications read it
                 blocks=slack_blocks(c),
                 unfurl_links=False,
                 unfurl_media=False,

@@ -27,7 +27,7 @@ from aiohttp import web
 from sqlalchemy import or_, select
 
 from bot.answer.curation import CurationError
-from bot.review.corrections import OFF, CorrectionError, Corrections, NotPosted
+from bot.review.corrections import OFF, CorrectionError, Corrections, NotPosted, NotRecorded
 from bot.review.pages import (
     HEADERS,
     REPORTS_RUNTIME,
@@ -236,6 +236,8 @@ async def correct_action(request: web.Request) -> web.StreamResponse:
         )
     except NotPosted as e:
         return _page(502, "Not posted", str(e))
+    except NotRecorded as e:
+        return _page(409, "Posted, but not recorded", str(e))
     except CorrectionError as e:
         return _page(400, "Cannot post a correction", str(e))
     except (ReviewError, CurationError) as e:

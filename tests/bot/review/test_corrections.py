@@ -13,6 +13,7 @@ import logging
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,12 +219,16 @@ def test_a_correction_without_a_document_leaves_the_queue_but_labels_no_eval_cas
     event, qid = site.slack_ask("Which sourdough starter does the office kitchen feed?", "C0NODOC")
     s = admin(site)
     token = s.token("reports/review")
-    done = s.request(f"reports/review/{qid}/correct", {"csrf": token, "text": "None: ask Lee."})
+    text = "None: ask Lee <!channel>."
+    done = s.request(f"reports/review/{qid}/correct", {"csrf": token, "text": text})
     assert done.status == 303
     [call] = [
         c for c in site.fake.of("chat.postMessage", channel="C0NODOC") if "Lee" in c.params["text"]
     ]
     assert call.params["thread_ts"] == event["ts"] and len(call.params["blocks"]) == 1
+    # What the reviewer wrote is text, in the message and in its notification: no @channel.
+    assert "<!channel>" not in json.dumps(call.params)
+    assert call.params["text"] == "Correction from reports admin: None: ask Lee &lt;!channel&gt;."
     assert site.review_of(qid).outcome == "corrected" and qid not in site.queued()
     cases, _ = export_cases(site.queue, site.rt.feedback.eval_cases())
     assert all(c.get("review", {}).get("query_id") != qid for c in cases)
@@ -248,6 +253,28 @@ def test_a_refusing_slack_leaves_the_question_queued_and_a_retry_posts_it(
         site.fake.failures.pop("C0GONE")
     again = s.request(f"reports/review/{qid}/correct", {"csrf": token, "text": "Fixed."})
     assert again.status == 303 and site.review_of(qid).outcome == "corrected"
+
+
+def test_a_review_made_while_the_correction_was_posted_is_said_not_hidden(site: Site) -> None:
+    _, qid = site.slack_ask(GAP_Q, "C0RACE")
+    s = admin(site)
+    token = s.token("reports/review")
+    posts = len(site.fake.of("chat.postMessage", channel="C0RACE"))
+    hold = site.fake.hold("chat.postMessage")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            form = {"csrf": token, "text": "Fixed."}
+            page = pool.submit(s.request, f"reports/review/{qid}/correct", form)
+            site.fake.wait(lambda: len(site.fake.of("chat.postMessage", channel="C0RACE")) > posts)
+            site.queue.dismiss(qid, "other lead")  # another reviewer, meanwhile
+            hold.release()
+            page = page.result(60)
+    finally:
+        site.fake.holds.pop("chat.postMessage")
+    assert page.status == 409
+    assert "The correction was posted into the Slack thread" in page.body
+    assert "already reviewed: dismissed by other lead" in page.body
+    assert site.review_of(qid).outcome == "dismissed"
 
 
 def test_a_document_the_place_may_not_read_is_refused_before_anything_is_posted(
