@@ -238,6 +238,10 @@ FEATURES: tuple[Feature, ...] = (
 # budget of its source, when larger); a longer list is cut between steps.
 STEPS_CHARS = 1400
 
+# A numbered list scoring under this share of the best block's score does not lead a
+# how-to answer when the best block's heading names what was asked and the list's does not.
+LIST_LEADS = 0.6
+
 # Longer blocks say more by chance: the score is divided by sqrt(1 + length / LENGTH_SCALE).
 # A numbered list is measured by its first STEPS_SCORED characters, as a reader reads it
 # (its later steps come along when it is quoted).
@@ -382,6 +386,17 @@ def choose(
     chosen: set[int] = set()
     cut: dict[int, int] = {}  # a numbered list quoted in part: how many steps
     used = 0
+    # A procedure's list leads the answer, with room for its steps, unless a block that
+    # outscores it well sits under a heading that names what was asked and the list's
+    # does not: asked how to roll back, the *Rolling back* section is the answer, not
+    # the numbered deploy steps of the same page.
+    best = next((i for i in order if not _is_heading(texts[i])), None)
+
+    def list_leads(j: int) -> bool:
+        if best is None or scores[j] >= LIST_LEADS * scores[best]:
+            return True
+        return not (heading_words(bs[best], query) > 0 and heading_words(bs[j], query) == 0)
+
     for i in order:
         if _is_heading(texts[i]) or _is_pointer(texts[i]) or (scores[i] <= 0 and chosen):
             continue
@@ -394,7 +409,7 @@ def choose(
         cost = sum(len(texts[j]) for j in add - chosen)
         limit = budget if chosen else budget * OVERSHOOT
         steps = next((j for j in sorted(add - chosen) if bs[j].steps), None)
-        lead_list = procedure and steps is not None and not cut
+        lead_list = procedure and steps is not None and not cut and list_leads(steps)
         if lead_list:
             limit = max(limit, used + STEPS_CHARS)
         if used + cost > limit and lead_list:
@@ -413,12 +428,13 @@ def choose(
             break  # a procedure cut short is all the answer needs
     if not chosen:
         return Choice(_truncate(whole, budget), how="cut")
-    steps_lead = next((i for i in order if i in chosen and bs[i].steps), None)
+    steps_lead = next((i for i in order if i in chosen and bs[i].steps and list_leads(i)), None)
     lead = steps_lead
     if lead is None and procedure:
         # No list: the best block first all the same (measured: facts read better in
         # document order, answers to "how do I" with the step that scored best).
         lead = next(i for i in order if i in chosen)
+        lead = _lead_section(bs, texts, lead, chosen, order, budget)
     parts: list[str] = []
     left_out = None
     prev = -2
@@ -477,6 +493,36 @@ def _whole(
         return Choice(whole.strip(), bs, contributions, scores, every, how="whole")
     parts = [bs[i].text for i in range(start, len(bs))] + ["…"] + [bs[i].text for i in head]
     return Choice("\n\n".join(parts).strip(), bs, contributions, scores, every, how="whole")
+
+
+def _lead_section(
+    bs: list[Block], texts: list[str], best: int, chosen: set[int], order: list[int], budget: int
+) -> int:
+    """A how-to answer with no list to quote leads with the whole section of its best
+    block, from its first paragraph, when it fits ``STEPS_CHARS``: a section's bullets and
+    commands read as one procedure, not as quotes with "…" between them. Other blocks stay
+    chosen while the answer keeps within ``budget`` times ``OVERSHOOT``. Returns where the
+    answer starts."""
+    start = end = best
+    while start > 0 and bs[start - 1].heading == bs[best].heading:
+        start -= 1
+    while end + 1 < len(bs) and bs[end + 1].heading == bs[best].heading:
+        end += 1
+    section = [
+        k for k in range(start, end + 1) if not _is_heading(texts[k]) and not _is_pointer(texts[k])
+    ]
+    size = sum(len(texts[k]) for k in section)
+    if not section or size > STEPS_CHARS:
+        return best
+    kept = set(section)
+    used = size
+    for i in order:
+        if i in chosen and i not in kept and used + len(texts[i]) <= budget * OVERSHOOT:
+            kept.add(i)
+            used += len(texts[i])
+    chosen.clear()
+    chosen.update(kept)
+    return section[0]
 
 
 NUMBERED_ITEM = re.compile(r"^[ \t]*\d+[.)][ \t]+", re.MULTILINE)

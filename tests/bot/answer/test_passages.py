@@ -298,3 +298,43 @@ def test_a_procedure_in_numbered_parts_is_begun_at_its_first_part() -> None:
     assert choose(plain, question, budget=400, procedure=True).steps_heading.startswith("Update")
     assert passages._part("Step 3: Verify") == 3 and passages._part("2. Update") == 2
     assert passages._part("Rotating the key") is None and passages._part("2026 changes") is None
+
+
+DEPLOY_PAGE = [
+    (
+        "# Deploying\n\nThis page says how code reaches production, and how to undo it.\n\n"
+        "## Steps\n\n"
+        "1. Merge the change to main; the pipeline builds the image, tags it with the "
+        "commit, pushes it to the registry and writes the tag into the manifests repository "
+        "for staging, which takes up to ten minutes on a busy day.\n\n"
+        "2. Check staging, which updates by itself:\n\n   ```\nsmoke-test --env staging\n   ```\n\n"
+        "3. Promote the image to production:\n\n   ```\nrelease <sha> --env prod\n   ```",
+        1,  # the chunk of the steps ranks below the rollback's
+        "",
+    ),
+    (
+        "## Rolling back\n\nIf something looks wrong, roll back first and look later.\n\n"
+        "- During a canary, abort it:\n\n  ```\nrollouts abort <service>\n  ```\n\n"
+        "- After the rollout, go back to the previous revision:\n\n"
+        "  ```\nrollouts undo <service>\n  ```\n\n"
+        "  Then revert the tag with `release <previous-sha> --env prod`, so the bad "
+        "version is not deployed again.\n\n"
+        "## History\n\n" + "The pipeline was introduced years ago by a team long gone. " * 20,
+        0,
+        "Rolling back",
+    ),
+]
+
+
+def test_asked_how_to_undo_the_section_that_names_it_leads_not_another_list() -> None:
+    c = choose(DEPLOY_PAGE, "how do I roll back a bad deploy?", budget=600, procedure=True)
+    # The numbered deploy steps do not lead: the rollback section does, whole and in
+    # order from its first paragraph, with no "…" inside it.
+    assert c.steps_heading is None
+    assert c.text.startswith("If something looks wrong, roll back first")
+    at = [c.text.index(s) for s in ("rollouts abort", "rollouts undo", "previous-sha")]
+    assert at == sorted(at) and "…" not in c.text[: at[-1]]
+    assert "History" not in c.text
+    # Asked how to deploy, the numbered steps lead as before.
+    d = choose(DEPLOY_PAGE, "how do I deploy to production?", budget=600, procedure=True)
+    assert d.steps_heading == "Steps" and d.text.startswith("1. Merge the change")
