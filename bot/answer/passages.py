@@ -481,9 +481,7 @@ def _whole(
     best = next((i for i in order if scores[i] > 0 and not _is_heading(bs[i].text)), None)
     if not procedure or best is None:
         return Choice(whole.strip(), bs, contributions, scores, every, how="whole")
-    start = best
-    while start > 0 and bs[start - 1].heading == bs[best].heading:
-        start -= 1
+    start, _ = _section_bounds(bs, best)
     if start == 0 or not _is_heading(bs[start].text):
         # The best block is not in a section of its own: the document as it is.
         return Choice(whole.strip(), bs, contributions, scores, every, how="whole")
@@ -495,6 +493,16 @@ def _whole(
     return Choice("\n\n".join(parts).strip(), bs, contributions, scores, every, how="whole")
 
 
+def _section_bounds(bs: list[Block], i: int) -> tuple[int, int]:
+    """The first and last index of the run of blocks under ``bs[i]``'s heading."""
+    start = end = i
+    while start > 0 and bs[start - 1].heading == bs[i].heading:
+        start -= 1
+    while end + 1 < len(bs) and bs[end + 1].heading == bs[i].heading:
+        end += 1
+    return start, end
+
+
 def _lead_section(
     bs: list[Block], texts: list[str], best: int, chosen: set[int], order: list[int], budget: int
 ) -> int:
@@ -503,11 +511,7 @@ def _lead_section(
     commands read as one procedure, not as quotes with "…" between them. Other blocks stay
     chosen while the answer keeps within ``budget`` times ``OVERSHOOT``. Returns where the
     answer starts."""
-    start = end = best
-    while start > 0 and bs[start - 1].heading == bs[best].heading:
-        start -= 1
-    while end + 1 < len(bs) and bs[end + 1].heading == bs[best].heading:
-        end += 1
+    start, end = _section_bounds(bs, best)
     section = [
         k for k in range(start, end + 1) if not _is_heading(texts[k]) and not _is_pointer(texts[k])
     ]
@@ -774,8 +778,9 @@ def lead(
     for n, choice in chosen:
         for i in choice.chosen:
             b = choice.blocks[i]
-            # A fragment ("a local emergency") says nothing alone.
-            for s in [s for s in sentences(b.text) if len(s) >= LEAD_MIN_CHARS]:
+            for s in sentences(b.text):
+                if len(s) < LEAD_MIN_CHARS:
+                    continue  # a fragment ("a local emergency") says nothing alone
                 unit = Block(s, b.rank, b.heading)
                 c = _contributions(unit, query, FEATURES)
                 score = sum(c.values()) / _length_norm(unit)
