@@ -199,13 +199,9 @@ class ReviewQueue:
 
     def pick(self, query_id: str, connector: str, path: str, by: str) -> Reviewed:
         """``connector``:``path`` answers it: pin it for the question and its paraphrases."""
-        if self.curations is None:
-            raise ReviewError("picking a document needs the curations (a runtime's queue)")
-        item = self.get(query_id)
-        # The pin first, in its own transaction: making the same pin again returns the
-        # existing one, so a review that then fails can simply be made again.
-        pin = self.curations.add("pin", item.question, connector, path, by, query_id=query_id)
-        return self._review(query_id, "pinned", by, connector, path, pin.id)
+        return self._review(
+            query_id, "pinned", by, connector, path, self._pin(query_id, connector, path, by)
+        )
 
     def correct(
         self,
@@ -218,16 +214,20 @@ class ReviewQueue:
         """Record a corrected answer that was posted into the question's conversation
         (``bot.review.corrections`` posts it first); with ``connector``:``path``, the
         document it cites is pinned as ``pick`` pins it."""
-        curation_id = None
-        if connector and path:
-            if self.curations is None:
-                raise ReviewError("picking a document needs the curations (a runtime's queue)")
-            item = self.get(query_id)
-            pin = self.curations.add("pin", item.question, connector, path, by, query_id=query_id)
-            curation_id = pin.id
+        curation_id = self._pin(query_id, connector, path, by) if connector and path else None
         return self._review(
             query_id, "corrected", by, connector or None, path or None, curation_id, text
         )
+
+    def _pin(self, query_id: str, connector: str, path: str, by: str) -> int:
+        """Pin ``connector``:``path`` for ``query_id``'s question; the curation's id."""
+        if self.curations is None:
+            raise ReviewError("picking a document needs the curations (a runtime's queue)")
+        item = self.get(query_id)
+        # The pin first, in its own transaction: making the same pin again returns the
+        # existing one, so a review that then fails can simply be made again.
+        pin = self.curations.add("pin", item.question, connector, path, by, query_id=query_id)
+        return pin.id
 
     def _review(
         self,
