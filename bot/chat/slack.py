@@ -470,6 +470,16 @@ def thread_id(body: dict[str, Any], event: dict[str, Any]) -> str:
     return f"{body.get('team_id', '')}:{event.get('channel', '')}:{thread_ts}"
 
 
+def thread_parts(key: str | None) -> tuple[str, str, str] | None:
+    """``(team, channel, thread ts)`` of a query log's Slack thread key, the
+    ``"slack:" + thread_id(...)`` of a question answered in a thread; None for any other
+    key (a digest of a long one, or a private answer's)."""
+    parts = (key or "").split(":")
+    if len(parts) != 4 or parts[0] != "slack":
+        return None
+    return parts[1], parts[2], parts[3]
+
+
 def _id(body: dict[str, Any]) -> str:
     return str(body.get("event_id", "?"))
 

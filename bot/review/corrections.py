@@ -36,7 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
 from bot.chat import slack_blocks as kit
-from bot.chat.slack import SlackCredentials
+from bot.chat.slack import SlackCredentials, thread_parts
 from bot.chat.teams import TeamsCredentials, _auth_settings
 from bot.chat.teams_cards import CARD_VERSION
 from bot.review.queue import Reviewed, ReviewError, review_queue
@@ -134,17 +134,10 @@ class Corrected:
 def destination(q: QueryRecord) -> Destination | str:
     """Where a correction to ``q`` is posted, or why there is nowhere to post it."""
     if q.platform == "slack":
-        # thread_key is "slack:<team>:<channel>:<thread ts>" (a digest only when too long).
-        parts = (q.thread_key or "").split(":")
-        if (
-            len(parts) == 4
-            and q.channel
-            and parts[2] == q.channel
-            and _SLACK_TS.fullmatch(parts[3])
-        ):
-            return Destination(
-                "slack", f"the Slack thread {parts[3]} in {q.channel}", q.channel, parts[3]
-            )
+        parts = thread_parts(q.thread_key)
+        if parts and q.channel and parts[1] == q.channel and _SLACK_TS.fullmatch(parts[2]):
+            ts = parts[2]
+            return Destination("slack", f"the Slack thread {ts} in {q.channel}", q.channel, ts)
         return (
             "it was answered privately in Slack (the message shortcut or /kbot): only the "
             "asker saw it, so there is no thread to post a correction into"
