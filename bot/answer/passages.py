@@ -282,7 +282,8 @@ class Choice:
     chosen: list[int] = field(default_factory=list)  # indexes, in document order
     inherited: set[int] = field(default_factory=set)  # scored by the block before them
     # "chosen" (blocks scored and picked), "whole" (the document fit the budget),
-    # "unquoted" (whole, less blocks a near-copy already quoted), "cut" (nothing scored)
+    # "unquoted" (whole, less blocks a near-copy already quoted), "cut" (nothing scored),
+    # "walked" (a tutorial's sections in order, for a how-to question: ``_walk``)
     how: str = "chosen"
     left_out: str | None = None  # the steps of a list cut short ("Steps 6–7")
     steps_heading: str | None = None  # a procedure's list quoted first: its heading
@@ -383,6 +384,23 @@ def choose(
     order = sorted(range(len(bs)), key=lambda i: (-scores[i], i))
     if fits:
         return _whole(whole, bs, contributions, scores, order, procedure)
+    if procedure and not any(b.steps for b in bs):
+        walked = _walk(bs, scores, inherited, order, query, max(budget, WALK_CHARS))
+        if walked is not None:
+            chosen_walk, left = walked
+            return Choice(
+                "\n\n".join(
+                    [texts[i] for i in chosen_walk] + ([rest_line(left, source)] if left else [])
+                ),
+                bs,
+                contributions,
+                scores,
+                chosen_walk,
+                inherited,
+                how="walked",
+                left_out=left,
+                steps_heading="",
+            )
     chosen: set[int] = set()
     cut: dict[int, int] = {}  # a numbered list quoted in part: how many steps
     used = 0
@@ -491,6 +509,146 @@ def _whole(
         return Choice(whole.strip(), bs, contributions, scores, every, how="whole")
     parts = [bs[i].text for i in range(start, len(bs))] + ["…"] + [bs[i].text for i in head]
     return Choice("\n\n".join(parts).strip(), bs, contributions, scores, every, how="whole")
+
+
+# A tutorial's steps are its sections: at least this many, in document order, from the
+# first that holds a command.
+WALK_SECTIONS = 2
+# What a walked tutorial may quote, its sections' first commands first.
+WALK_CHARS = 1100
+
+
+def _walk(
+    bs: list[Block],
+    scores: list[float],
+    inherited: set[int],
+    order: list[int],
+    query: Query,
+    room: int,
+) -> tuple[list[int], str | None] | None:
+    """A how-to answer from a document that writes its procedure as sections in order (a
+    tutorial: *Hashing a password*, *Creating web.yml*, *Launching Prometheus*), not as a
+    numbered list: its sections from the first that holds a command, each with its
+    heading and its first command (with the sentence that introduces it), then, as room
+    allows, each section's best-scoring blocks; cut at a section boundary. None when the
+    best block's heading names what was asked (that section is the answer), or the
+    document has fewer than WALK_SECTIONS such sections. Returns the chosen indexes in
+    document order and the sections left out ("*Testing* and *Summary*")."""
+    best = next((i for i in order if not _is_heading(bs[i].text) and scores[i] > 0), None)
+    if best is None or heading_words(bs[best], query) > 0:
+        return None
+    runs: list[tuple[int, int]] = []  # each section's first and last index, in order
+    i = 0
+    while i < len(bs):
+        start, end = _section_bounds(bs, i)
+        # The title's run (an H1 and what follows it) is the introduction, not a step.
+        if _is_heading(bs[start].text) and not bs[start].text.lstrip().startswith("# "):
+            runs.append((start, end))
+        i = end + 1
+    # A section with no command (a summary, the supported versions) is not a step.
+    runs = [(a, b) for a, b in runs if _has_fence(bs, a, b)]
+    if len(runs) < WALK_SECTIONS:
+        return None
+    # Steps are named as actions (*Creating web.yml*, *Install the agent*); a runbook's
+    # *Diagnosis* and *Mitigation*, or *DEB installation* beside *RPM installation*, are
+    # parts to choose from, answered by the section that scores best.
+    actions = sum(names_action(bs[a].heading) for a, _ in runs)
+    if 2 * actions < len(runs):
+        return None
+    if best < runs[0][0]:
+        return None  # the best block is before the procedure: not a tutorial's answer
+    chosen: set[int] = set()
+    used = 0
+    walked = 0
+    for a, b in runs:
+        unit = [a] + _first_command(bs, a, b)
+        cost = sum(len(bs[k].text) for k in unit)
+        if walked and used + cost > room:
+            break
+        chosen.update(unit)
+        used += cost
+        walked += 1
+    if walked < WALK_SECTIONS:
+        return None
+    last = runs[walked - 1][1]
+    # Then the walked sections' best blocks, as room allows.
+    for k in order:
+        if k in chosen or k > last or k < runs[0][0] or scores[k] <= 0:
+            continue
+        if _is_pointer(bs[k].text):
+            continue
+        add = [k] + ([k + 1] if k + 1 <= last and _is_code(bs[k + 1].text) else [])
+        says = k in inherited or bs[k - 1].text.rstrip().endswith(":")
+        if _is_code(bs[k].text) and says and not _is_heading(bs[k - 1].text):
+            add.append(k - 1)  # a command comes with the sentence that says what it does
+        cost = sum(len(bs[j].text) for j in add if j not in chosen)
+        if used + cost <= room:
+            chosen.update(add)
+            used += cost
+    left = [clean_heading(bs[a].text.strip().lstrip("#")) for a, _ in runs[walked:]]
+    return sorted(chosen), _sections_left(left)
+
+
+# Imperatives a procedure's headings start with ("Install the agent", "Check the logs").
+_ACTIONS = (
+    "add apply build change check configure connect copy create define delete deploy "
+    "disable download edit enable export fetch generate get import initialize install "
+    "launch log make migrate move open prepare point register reload remove rename "
+    "replace restart restore retrieve rotate run scale send set start stop take test "
+    "try turn update upgrade upload use verify view wait write"
+)
+_ACTION_VERBS = frozenset(_ACTIONS.split())
+# Words in -ing that name a thing, not an action ("Meaning", "Logging" the signal).
+_THINGS = (
+    "meaning logging monitoring understanding naming troubleshooting warning warnings "
+    "string thing something nothing everything pricing tracing sampling batching during "
+    "pending missing existing following remaining incoming outgoing recording routing "
+    "scheduling networking caching"
+)
+_NOT_ACTIONS = frozenset(_THINGS.split())
+_LEADING_NUMBER = re.compile(r"^(?:step\s*)?\d{1,2}[.):]?\s+|^how\s+to:?\s+", re.IGNORECASE)
+
+
+def names_action(heading: str) -> bool:
+    """Whether ``heading`` names a step to take: it starts with an imperative or a verb in
+    -ing ("Hashing a password", "2. Update the token", "How to: Export a CSV")."""
+    text = heading.strip()
+    stripped = _LEADING_NUMBER.sub("", text)
+    words = stripped.split()
+    if not words:
+        return False
+    first = words[0].strip("*`:,.").casefold()
+    if stripped != text and text.casefold().startswith("how"):
+        return True  # "How to: ..." names what to do
+    if first in _ACTION_VERBS:
+        return True
+    return first.endswith("ing") and len(first) > 5 and first not in _NOT_ACTIONS
+
+
+def _has_fence(bs: list[Block], a: int, b: int) -> bool:
+    return any(_is_code(bs[k].text) for k in range(a, b + 1))
+
+
+def _first_command(bs: list[Block], a: int, b: int) -> list[int]:
+    """The section's first command block, with the paragraph before it that introduces
+    it; the section's first paragraph when it has no command."""
+    for k in range(a + 1, b + 1):
+        if _is_code(bs[k].text):
+            before = k - 1
+            if before > a and not _is_code(bs[before].text) and not _is_pointer(bs[before].text):
+                return [before, k]
+            return [k]
+    return [k for k in range(a + 1, b + 1) if not _is_pointer(bs[k].text)][:1]
+
+
+def _sections_left(headings: list[str]) -> str | None:
+    """ "*Testing* and *Summary*": the sections a walked tutorial leaves to its source."""
+    names = [f"*{h}*" for h in headings if h]
+    if not names:
+        return None
+    if len(names) == 1:
+        return f"Section {names[0]}"
+    return "Sections " + ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _section_bounds(bs: list[Block], i: int) -> tuple[int, int]:
@@ -670,7 +828,7 @@ _LABEL = re.compile(r"^\*\*([^*\n]{2,40}?):?\*\*")
 
 def rest_line(left_out: str, n: int) -> str:
     """The line after a procedure cut short: "Steps 6–7 and the rollback are in [1]."."""
-    one = left_out.startswith("Step ") and " and " not in left_out
+    one = left_out.startswith(("Step ", "Section ")) and " and " not in left_out
     return f"{left_out} {'is' if one else 'are'} in [{n}]."
 
 

@@ -338,3 +338,98 @@ def test_asked_how_to_undo_the_section_that_names_it_leads_not_another_list() ->
     # Asked how to deploy, the numbered steps lead as before.
     d = choose(DEPLOY_PAGE, "how do I deploy to production?", budget=600, procedure=True)
     assert d.steps_heading == "Steps" and d.text.startswith("1. Merge the change")
+
+
+# A tutorial: its procedure is its sections in order, each named as an action, with no
+# numbered list; the best-scoring block sits in the last section (its curl commands share
+# the question's words).
+TUTORIAL = [
+    (
+        "# Securing the API with basic auth\n\n"
+        "The server supports basic auth for its web API.\n\n"
+        "## Hashing a password\n\n"
+        "Pick a username and a password for each user who needs access.\n\n"
+        "Generate a bcrypt hash of the password with this script:\n\n"
+        "```python\nimport bcrypt\nprint(bcrypt.hashpw(b'secret', bcrypt.gensalt()))\n```\n\n"
+        "## Creating web.yml\n\n"
+        "Write the hash into a web.yml file:\n\n"
+        "```yaml\nbasic_auth_users:\n  admin: $2b$12$hash\n```\n\n"
+        "Check it with `promtool check web-config web.yml` before you go on.",
+        1,
+        "",
+    ),
+    (
+        "## Launching the server\n\n"
+        "Start the server with the file:\n\n"
+        "```shell\nserver --web.config.file=web.yml\n```\n\n"
+        "## Testing\n\n"
+        "Request a page with the username and password of a user with basic auth access:\n\n"
+        "```shell\ncurl -u admin http://localhost:9090/metrics\n```\n\n"
+        + "The reply lists the server's metrics, one per line, with their help texts. " * 8
+        + "\n\n## Summary\n\nYou stored a hashed password and launched the server with it.",
+        0,
+        "Launching the server",
+    ),
+]
+
+
+def test_a_tutorial_is_answered_with_its_sections_in_order_not_its_best_section() -> None:
+    question = "how do I set up basic auth with a username and password?"
+    c = choose(TUTORIAL, question, budget=500, procedure=True)
+    assert c.how == "walked" and c.steps_heading == ""
+    at = [c.text.index(s) for s in ("bcrypt.hashpw", "basic_auth_users", "--web.config.file")]
+    assert at == sorted(at)
+    # Each command comes with the sentence that says what it does; the summary has no
+    # command, so it is not a step; what did not fit is named, at a section boundary.
+    assert "Generate a bcrypt hash" in c.text and "Start the server with the file:" in c.text
+    assert "You stored a hashed password" not in c.text
+    assert c.text.endswith("is in [1].") or "curl -u admin" in c.text
+    assert "…" not in c.text
+
+
+def test_a_walk_cut_short_names_the_sections_it_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(passages, "WALK_CHARS", 300)
+    c = choose(TUTORIAL, "how do I set up basic auth?", budget=100, procedure=True)
+    assert c.how == "walked"
+    assert c.left_out is not None and c.left_out.startswith("Section")
+    assert c.text.endswith(f"{c.left_out} {'is' if ' and ' not in c.left_out else 'are'} in [1].")
+    named = c.left_out.replace("Sections ", "").replace("Section ", "")
+    assert "*Testing*" in named and "Testing" not in c.text.replace(c.left_out, "")
+
+
+def test_a_runbook_or_a_section_named_in_the_question_is_not_walked() -> None:
+    runbook = [
+        (
+            t.replace("Hashing a password", "Diagnosis")
+            .replace("Creating web.yml", "Impact")
+            .replace("Launching the server", "Mitigation")
+            .replace("## Testing", "## Meaning"),
+            r,
+            h.replace("Launching the server", "Mitigation"),
+        )
+        for t, r, h in TUTORIAL
+    ]
+    assert (
+        choose(runbook, "how do I set up basic auth?", budget=500, procedure=True).how != "walked"
+    )
+    # Asked how to test it, the *Testing* section is the answer.
+    c = choose(TUTORIAL, "how do I test basic auth?", budget=500, procedure=True)
+    assert c.how != "walked" and c.text.startswith("Request a page")
+
+
+@pytest.mark.parametrize(
+    ("heading", "action"),
+    [
+        ("Hashing a password", True),
+        ("Install the agent", True),
+        ("2. Update the token", True),
+        ("How to: Export a CSV", True),
+        ("Meaning", False),
+        ("Mitigation", False),
+        ("DEB installation", False),
+        ("Logging", False),
+        ("", False),
+    ],
+)
+def test_a_heading_names_an_action(heading: str, action: bool) -> None:
+    assert passages.names_action(heading) is action
