@@ -119,7 +119,8 @@ class Chunker:
 
     # Bump when the chunking logic changes: stored documents are then re-chunked.
     # 5: Markdown is made plain first (indexer.markup: HTML, reference and relative links).
-    VERSION = 5
+    # 6: and Hugo shortcodes, heading ids, definitions with the address on the next line.
+    VERSION = 6
 
     def __init__(self, chunk_size: int = 1000, chunk_overlap: int = 100):
         self.chunk_size = chunk_size

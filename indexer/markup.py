@@ -35,6 +35,16 @@ _DEFINITION = re.compile(
     r"^ {0,3}\[(?!\^)([^\]\n]+)\]:[ \t]*<?(\S+?)>?"
     r"(?:[ \t]+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?[ \t]*$"
 )
+# A definition whose address is on the line after its label (CommonMark allows it).
+_BARE_LABEL = re.compile(r"^ {0,3}\[(?!\^)([^\]\n]+)\]:[ \t]*$")
+_NEXT_LINE_TARGET = re.compile(
+    r"^[ \t]+<?(\S+?)>?(?:[ \t]+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?[ \t]*$"
+)
+# Hugo's shortcodes ({{< tabpane >}}, {{% tab Linux %}}, {{% param version %}}) and heading
+# ids ({#install}) are for the site's renderer: a tab's name becomes a bold line, a
+# parameter a <placeholder>, heading ids and every other shortcode nothing.
+_SHORTCODE = re.compile(r"\{\{([<%])\s*(/?)\s*([\w.-]+)([^\n]*?)\s*[>%]\}\}")
+_HEADING_ID = re.compile(r"[ \t]*\{#[\w.:-]+\}[ \t]*$", re.MULTILINE)
 _CODE_SPAN = re.compile(r"(`+)(?:.+?)\1", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _TABLE = re.compile(r"<table\b.*?</table\s*>", re.S | re.I)
@@ -67,6 +77,7 @@ def clean_markdown(text: str, url: str = "") -> str:
     out: list[tuple[bool, str]] = []  # (is code, lines)
     definitions: dict[str, str] = {}
     fence: str | None = None
+    pending: str | None = None  # a definition's label, its address on the next line
     for line in text.split("\n"):
         m = _FENCE.match(line)
         if fence is not None:
@@ -82,6 +93,14 @@ def clean_markdown(text: str, url: str = "") -> str:
         if d:
             definitions.setdefault(_label(d.group(1)), d.group(2))
             continue
+        target = _NEXT_LINE_TARGET.match(line) if pending is not None else None
+        if pending is not None and target:
+            out.pop()  # "[releases]:" on the line before: a definition, not text
+            definitions.setdefault(pending, target.group(1))
+            pending = None
+            continue
+        label = _BARE_LABEL.match(line)
+        pending = _label(label.group(1)) if label else None
         out.append((False, line))
     # Consecutive prose lines are cleaned together: an HTML table spans lines.
     result: list[str] = []
@@ -112,9 +131,30 @@ def _clean_prose(text: str, definitions: dict[str, str], url: str) -> str:
         return f"\0{len(spans) - 1}\0"
 
     text = _CODE_SPAN.sub(keep, text)
+    text = _hugo(text)
     text = _html(text)
     text = _links(text, definitions, url)
     return re.sub(r"\0(\d+)\0", lambda m: spans[int(m.group(1))], text)
+
+
+def _hugo(text: str) -> str:
+    if "{" not in text:
+        return text
+    text = _HEADING_ID.sub("", text)
+
+    def shortcode(m: re.Match[str]) -> str:
+        closing, name, args = m.group(2), m.group(3).lower(), m.group(4).strip()
+        if closing:
+            return ""
+        value = args.split("=", 1)[-1].strip().strip("\"'") if args else ""
+        if name == "tab" and value:
+            return f"\n\n**{value}**\n\n"
+        if name in ("param", "_param") and value:
+            return f"<{value}>"
+        return ""
+
+    text = _SHORTCODE.sub(shortcode, text)
+    return re.sub(r"^[ \t]+$", "", text, flags=re.MULTILINE)  # what a shortcode leaves
 
 
 def _html(text: str) -> str:

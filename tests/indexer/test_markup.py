@@ -126,6 +126,13 @@ _TOKENS = st.sampled_from(
         "\n```\n<br> [a](#b)\n```\n",
         "\n[r]: /ref\n",
         "<table><tr><td>1</td></tr></table>",
+        "{{< tabpane text=true >}}",
+        "{{% tab Linux %}}",
+        "{{% /tab %}}",
+        "{{% param vers %}}",
+        "\n## H {#h}\n",
+        "\n[q]:\n  https://x.example/q\n",
+        "[q]",
     ]
 )
 
@@ -148,6 +155,8 @@ def test_no_raw_markup_is_left_outside_code(text: str) -> None:
         assert "](#" not in prose
         if "\n[r]: /ref\n" in text:  # defined: every use of it became a link
             assert "[r]" not in prose.replace("[r](", "")
+        assert "{{<" not in prose and "{{%" not in prose and "{#h}" not in prose
+        assert "[q]:" not in prose
 
 
 def test_a_link_whose_text_wraps_onto_the_next_line_is_resolved() -> None:
@@ -157,3 +166,24 @@ def test_a_link_whose_text_wraps_onto_the_next_line_is_resolved() -> None:
         "it shows 3 times."
     )
     assert clean_markdown(text) == "Unlike the emergency\nbanner, it shows 3 times."
+
+
+def test_hugo_shortcodes_and_heading_ids_are_made_plain_outside_code() -> None:
+    text = (
+        "## DEB installation {#deb}\n\n"
+        "{{< tabpane text=true >}} {{% tab AMD64 %}}\n\n"
+        "Download version {{% param vers %}} first.\n\n"
+        "```sh\nwget x/{{% param vers %}}/otelcol.deb\n```\n\n"
+        "{{% /tab %}} {{< /tabpane >}}\n\n{#configuring}\n\n## Configuring"
+    )
+    assert clean_markdown(text) == (
+        "## DEB installation\n\n**AMD64**\n\nDownload version <vers> first.\n\n"
+        "```sh\nwget x/{{% param vers %}}/otelcol.deb\n```\n\n## Configuring"
+    )
+
+
+def test_a_definition_with_its_address_on_the_next_line_is_one() -> None:
+    text = "See the [releases][] page.\n\n[releases]:\n  https://example.com/releases\n"
+    assert clean_markdown(text) == "See the [releases](https://example.com/releases) page."
+    # A label alone, with text after it, stays text.
+    assert clean_markdown("[note]:\nnot an address") == "[note]:\nnot an address"
