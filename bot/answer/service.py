@@ -376,7 +376,10 @@ class AnsweringService:
                 other = PROCEDURE_OTHER_CHARS  # the steps are the answer; the rest are leads
             else:
                 head = f"{'From' if i == 1 else 'Also see'} **{label}** [{i}]:"
-            parts.append(f"{head}\n\n{tidy_headings(passage, paths)}")
+            # A walked tutorial's first heading is its first step's name, which the line
+            # before it does not give: only the title is said already.
+            named = {h.chunk.title} if choice.how == "walked" else paths
+            parts.append(f"{head}\n\n{tidy_headings(passage, named)}")
         if leading:
             parts.insert(0, " ".join(f"{s} [{n}]" for s, n in leading))
         cites = [Citation.of(h.chunk, i) for i, h in enumerate(chosen, 1)]

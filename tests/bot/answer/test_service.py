@@ -121,3 +121,17 @@ def test_a_named_thing_the_knowledge_base_mentions_is_answered(corpus_runtime):
     answer = corpus_runtime.answering.ask("KubePodCrashLooping is firing, what is the runbook?")
     assert not answer.abstained
     assert "KubePodCrashLooping" in answer.citations[0].path
+
+
+def test_a_tutorial_is_answered_with_its_steps_in_order_each_named(corpus_runtime):
+    # prometheus-docs' basic-auth guide writes its procedure as sections, not a list; its
+    # *Testing* section shares the most words with the question.
+    answer = corpus_runtime.answering.ask("how do I set up basic auth for prometheus?")
+    assert answer.citations[0].path.endswith("guides/basic-auth.md")
+    text = answer.text
+    assert text.startswith("Steps from **")
+    steps = ["**Hashing a password**", "bcrypt", "basic_auth_users", "--web.config.file"]
+    at = [text.index(s) for s in steps]
+    assert at == sorted(at)
+    assert "curl" not in text[: at[-1]], "the test of the setup comes after the setup"
+    assert answer.passages[0]["how"] == "walked"
