@@ -31,15 +31,12 @@ from bs4 import BeautifulSoup
 from connectors.parsing import html_to_markdown
 
 _FENCE = re.compile(r"^[ \t]*(```+|~~~+)")
-_DEFINITION = re.compile(
-    r"^ {0,3}\[(?!\^)([^\]\n]+)\]:[ \t]*<?(\S+?)>?"
-    r"(?:[ \t]+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?[ \t]*$"
-)
+# A definition's address and optional title, to the end of the line.
+_TARGET = r"<?(\S+?)>?(?:[ \t]+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?[ \t]*$"
+_DEFINITION = re.compile(r"^ {0,3}\[(?!\^)([^\]\n]+)\]:[ \t]*" + _TARGET)
 # A definition whose address is on the line after its label (CommonMark allows it).
 _BARE_LABEL = re.compile(r"^ {0,3}\[(?!\^)([^\]\n]+)\]:[ \t]*$")
-_NEXT_LINE_TARGET = re.compile(
-    r"^[ \t]+<?(\S+?)>?(?:[ \t]+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?[ \t]*$"
-)
+_NEXT_LINE_TARGET = re.compile(r"^[ \t]+" + _TARGET)
 # Hugo's shortcodes ({{< tabpane >}}, {{% tab Linux %}}, {{% param version %}}) and heading
 # ids ({#install}) are for the site's renderer: a tab's name becomes a bold line, a
 # parameter a <placeholder>, heading ids and every other shortcode nothing.
@@ -94,7 +91,7 @@ def clean_markdown(text: str, url: str = "") -> str:
             definitions.setdefault(_label(d.group(1)), d.group(2))
             continue
         target = _NEXT_LINE_TARGET.match(line) if pending is not None else None
-        if pending is not None and target:
+        if target:
             out.pop()  # "[releases]:" on the line before: a definition, not text
             definitions.setdefault(pending, target.group(1))
             pending = None

@@ -496,7 +496,7 @@ def _whole(
     (the diagnosis, say, before the alert's meaning and impact); the sections before it
     follow, after a "…"."""
     every = list(range(len(bs)))
-    best = next((i for i in order if scores[i] > 0 and not _is_heading(bs[i].text)), None)
+    best = _best_block(bs, scores, order)
     if not procedure or best is None:
         return Choice(whole.strip(), bs, contributions, scores, every, how="whole")
     start, _ = _section_bounds(bs, best)
@@ -534,7 +534,7 @@ def _walk(
     best block's heading names what was asked (that section is the answer), or the
     document has fewer than WALK_SECTIONS such sections. Returns the chosen indexes in
     document order and the sections left out ("*Testing* and *Summary*")."""
-    best = next((i for i in order if not _is_heading(bs[i].text) and scores[i] > 0), None)
+    best = _best_block(bs, scores, order)
     if best is None or heading_words(bs[best], query) > 0:
         return None
     runs: list[tuple[int, int]] = []  # each section's first and last index, in order
@@ -606,20 +606,20 @@ _THINGS = (
     "scheduling networking caching"
 )
 _NOT_ACTIONS = frozenset(_THINGS.split())
-_LEADING_NUMBER = re.compile(r"^(?:step\s*)?\d{1,2}[.):]?\s+|^how\s+to:?\s+", re.IGNORECASE)
+_LEADING_NUMBER = re.compile(r"^(?:step\s*)?\d{1,2}[.):]?\s+", re.IGNORECASE)
+_HOW_TO = re.compile(r"^how\s+to:?\s+", re.IGNORECASE)
 
 
 def names_action(heading: str) -> bool:
     """Whether ``heading`` names a step to take: it starts with an imperative or a verb in
     -ing ("Hashing a password", "2. Update the token", "How to: Export a CSV")."""
     text = heading.strip()
-    stripped = _LEADING_NUMBER.sub("", text)
-    words = stripped.split()
+    if _HOW_TO.match(text):
+        return True  # "How to: ..." names what to do
+    words = _LEADING_NUMBER.sub("", text).split()
     if not words:
         return False
     first = words[0].strip("*`:,.").casefold()
-    if stripped != text and text.casefold().startswith("how"):
-        return True  # "How to: ..." names what to do
     if first in _ACTION_VERBS:
         return True
     return first.endswith("ing") and len(first) > 5 and first not in _NOT_ACTIONS
@@ -630,15 +630,13 @@ def _has_fence(bs: list[Block], a: int, b: int) -> bool:
 
 
 def _first_command(bs: list[Block], a: int, b: int) -> list[int]:
-    """The section's first command block, with the paragraph before it that introduces
-    it; the section's first paragraph when it has no command."""
-    for k in range(a + 1, b + 1):
-        if _is_code(bs[k].text):
-            before = k - 1
-            if before > a and not _is_code(bs[before].text) and not _is_pointer(bs[before].text):
-                return [before, k]
-            return [k]
-    return [k for k in range(a + 1, b + 1) if not _is_pointer(bs[k].text)][:1]
+    """The first command block of the section ``a``..``b`` (it has one), with the paragraph
+    before it that introduces it."""
+    k = next(k for k in range(a + 1, b + 1) if _is_code(bs[k].text))
+    before = k - 1
+    if before > a and not _is_code(bs[before].text) and not _is_pointer(bs[before].text):
+        return [before, k]
+    return [k]
 
 
 def _sections_left(headings: list[str]) -> str | None:
@@ -649,6 +647,11 @@ def _sections_left(headings: list[str]) -> str | None:
     if len(names) == 1:
         return f"Section {names[0]}"
     return "Sections " + ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _best_block(bs: list[Block], scores: list[float], order: list[int]) -> int | None:
+    """The best-scoring block that is not a heading, if any scored."""
+    return next((i for i in order if scores[i] > 0 and not _is_heading(bs[i].text)), None)
 
 
 def _section_bounds(bs: list[Block], i: int) -> tuple[int, int]:
