@@ -385,7 +385,7 @@ def choose(
     if fits:
         return _whole(whole, bs, contributions, scores, order, procedure)
     if procedure and not any(b.steps for b in bs):
-        walked = _walk(bs, scores, inherited, order, query, max(budget, WALK_CHARS))
+        walked = _walk(bs, scores, order, query, max(budget, WALK_CHARS))
         if walked is not None:
             chosen_walk, left = walked
             return Choice(
@@ -521,7 +521,6 @@ WALK_CHARS = 1100
 def _walk(
     bs: list[Block],
     scores: list[float],
-    inherited: set[int],
     order: list[int],
     query: Query,
     room: int,
@@ -570,17 +569,15 @@ def _walk(
         walked += 1
     if walked < WALK_SECTIONS:
         return None
-    last = runs[walked - 1][1]
-    # Then the walked sections' best blocks, as room allows.
+    # Then the walked sections' best blocks, as room allows: only theirs, since a block of
+    # a section the walk skipped (one with no command) would be quoted without its heading.
+    section = {k: (a, b) for a, b in runs[:walked] for k in range(a, b + 1)}
     for k in order:
-        if k in chosen or k > last or k < runs[0][0] or scores[k] <= 0:
+        if k in chosen or k not in section or scores[k] <= 0:
             continue
-        if _is_pointer(bs[k].text):
+        if _is_heading(bs[k].text) or _is_pointer(bs[k].text):
             continue
-        add = [k] + ([k + 1] if k + 1 <= last and _is_code(bs[k + 1].text) else [])
-        says = k in inherited or bs[k - 1].text.rstrip().endswith(":")
-        if _is_code(bs[k].text) and says and not _is_heading(bs[k - 1].text):
-            add.append(k - 1)  # a command comes with the sentence that says what it does
+        add = _with_command(bs, k, *section[k])
         cost = sum(len(bs[j].text) for j in add if j not in chosen)
         if used + cost <= room:
             chosen.update(add)
@@ -632,10 +629,20 @@ def _has_fence(bs: list[Block], a: int, b: int) -> bool:
 def _first_command(bs: list[Block], a: int, b: int) -> list[int]:
     """The first command block of the section ``a``..``b`` (it has one), with the paragraph
     before it that introduces it."""
-    k = next(k for k in range(a + 1, b + 1) if _is_code(bs[k].text))
-    before = k - 1
-    if before > a and not _is_code(bs[before].text) and not _is_pointer(bs[before].text):
-        return [before, k]
+    return _with_command(bs, next(k for k in range(a + 1, b + 1) if _is_code(bs[k].text)), a, b)
+
+
+def _with_command(bs: list[Block], k: int, a: int, b: int) -> list[int]:
+    """Block ``k`` of the section ``a``..``b`` as a walked tutorial quotes it: a command
+    with the paragraph before it that introduces it, a paragraph with the command after
+    it, anything else alone."""
+    if _is_code(bs[k].text):
+        before = k - 1
+        if before > a and not _is_code(bs[before].text) and not _is_pointer(bs[before].text):
+            return [before, k]
+        return [k]
+    if k + 1 <= b and _is_code(bs[k + 1].text):
+        return [k, k + 1]
     return [k]
 
 

@@ -397,6 +397,31 @@ def test_a_walk_cut_short_names_the_sections_it_left(monkeypatch: pytest.MonkeyP
     assert "*Testing*" in named and "Testing" not in c.text.replace(c.left_out, "")
 
 
+def test_a_walk_quotes_only_the_sections_it_walks() -> None:
+    # A section with no command between two steps (a note on choosing the password) is
+    # not a step: however well it scores, the walk does not quote it, since it would
+    # stand there without its heading.
+    aside = (
+        "## Choosing a password\n\n"
+        + "A basic auth username and password for every user: pick a long password. " * 3
+        + "\n\n"
+    )
+    first, second = TUTORIAL
+    tutorial = [
+        (first[0].replace("## Creating web.yml", aside + "## Creating web.yml"), 1, ""),
+        second,
+    ]
+    c = choose(
+        tutorial,
+        "how do I set up basic auth with a username and password?",
+        budget=500,
+        procedure=True,
+    )
+    assert c.how == "walked"
+    assert "bcrypt.hashpw" in c.text and "basic_auth_users" in c.text
+    assert "pick a long password" not in c.text
+
+
 def test_a_runbook_or_a_section_named_in_the_question_is_not_walked() -> None:
     runbook = [
         (
