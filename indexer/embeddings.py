@@ -6,6 +6,7 @@ Nothing here ever downloads a model: another model must be a local folder.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from pathlib import Path
@@ -83,6 +84,18 @@ def model_folder(spec: str) -> Path:
             "sentence-transformers model folder (models are never downloaded)"
         )
     return folder
+
+
+@functools.cache
+def common_words() -> frozenset[str] | None:
+    """Everyday English: the whole words of the default model's tokenizer vocabulary
+    (about 20,000, from "setting" to "supposed"), which a question uses whatever the
+    knowledge base holds. None when the bundled model is not installed."""
+    try:
+        lines = (model_folder(DEFAULT_MODEL) / "vocab.txt").read_text("utf-8").split()
+    except (EmbeddingError, OSError):
+        return None
+    return frozenset(w for w in lines if w.isalpha() and w.islower())
 
 
 def embedder_name(spec: str, backend: str = "torch") -> str:

@@ -37,6 +37,7 @@ class LexicalIndex:
         self._loaded_version: str | None = None
         self._bm25 = None
         self._ids: list[str] = []
+        self._vocabulary = _VocabularyOf()
 
     @property
     def _current(self) -> Path:
@@ -93,6 +94,15 @@ class LexicalIndex:
             return []
         return _search(self._bm25, self._ids, query, k)
 
+    def vocabulary(self) -> Vocabulary | None:
+        """The index's words (None before the first build, or when it cannot be read)."""
+        try:
+            self._ensure_loaded()
+        except (OSError, ValueError) as e:
+            log.warning("lexical index unavailable: %s", e)
+            return None
+        return self._vocabulary(self._bm25)
+
     def version(self) -> str:
         """Changes with every rebuild ("" before the first)."""
         return self._read_current() or ""
@@ -117,6 +127,7 @@ class SharedLexicalIndex:
         self._loaded_version: str | None = None
         self._checked_at = float("-inf")
         self._index: tuple[object | None, list[str]] = (None, [])  # swapped as one
+        self._vocabulary = _VocabularyOf()
 
     def exists(self) -> bool:
         """Rebuilt by every writer after a changing sync: there is no file to be missing."""
@@ -169,8 +180,71 @@ class SharedLexicalIndex:
         bm25, ids = self._index
         return _search(bm25, ids, query, k)
 
+    def vocabulary(self) -> Vocabulary | None:
+        """The index's words (None before the first build, or when it cannot be rebuilt)."""
+        try:
+            self._ensure_loaded()
+        except Exception as e:
+            log.warning("lexical index unavailable: %s", e)
+            self._checked_at = time.monotonic()
+            return None
+        return self._vocabulary(self._index[0])
+
     def version(self) -> str:
         return self._loaded_version or ""
+
+
+class Vocabulary:
+    """The words of an index (as ``search_terms`` writes them), to tell a word that no
+    document uses ("sonarqube") from a misspelling of one that some document does
+    ("alertmanger"). Only words of letters count: a number or a path is not misspelt."""
+
+    def __init__(self, words: Iterable[str]):
+        self.words = frozenset(w for w in words if w.isalpha() and len(w) >= MIN_WORD)
+        # Each word without one of its letters, and how many words give it: two words are
+        # one edit apart (a letter added, dropped or changed, or two swapped) when one is
+        # the other without a letter, or both give the same shorter form.
+        self._deletions: dict[str, int] = {}
+        for w in self.words:
+            for d in _deletions(w):
+                self._deletions[d] = self._deletions.get(d, 0) + 1
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.words
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def near(self, word: str) -> bool:
+        """Whether a word of the vocabulary other than ``word`` is one edit from it."""
+        if word in self._deletions:
+            return True  # a longer word without one of its letters
+        own = word in self.words  # its own forms without a letter do not count
+        return any(d in self.words or self._deletions.get(d, 0) > own for d in _deletions(word))
+
+
+# Shorter words are not looked up: most are one edit from another ("till", "fill").
+MIN_WORD = 4
+
+
+def _deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+class _VocabularyOf:
+    """An index's vocabulary, worked out once per index (0.1 s for the 7,393 chunks of the
+    real corpus, whose 9,888 words of letters it keeps)."""
+
+    def __init__(self) -> None:
+        self._of: tuple[object, Vocabulary] | None = None
+
+    def __call__(self, bm25) -> Vocabulary | None:
+        if bm25 is None:
+            return None
+        got = self._of
+        if got is None or got[0] is not bm25:
+            got = self._of = (bm25, Vocabulary(bm25.vocab_dict))
+        return got[1]
 
 
 def _index(texts: Iterable[str]):  # -> bm25s.BM25

@@ -28,6 +28,7 @@ from indexer.chunking import Chunk
 from indexer.embeddings import Embedder
 from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.store import ScoredChunk, VectorStore
+from indexer.text import stem
 
 if TYPE_CHECKING:
     from bot.answer.curation import Curations
@@ -37,6 +38,8 @@ RRF_K = 60
 # How many more candidates to fetch when some audiences are hidden from the requester.
 OVERFETCH = 4
 ALL = 10**9
+# How many chunks holding a word are looked at for one the requester may see, before all.
+UNUSED_FETCH = 20
 # How many of a pinned document's chunks are put first when retrieval did not find it.
 PINNED_CHUNKS = 3
 
@@ -103,6 +106,24 @@ class Retriever:
             # Hidden chunks crowd the top: rank the whole index (rare, and still fast).
             hits = [(cid, s) for cid, s in self.lexical.search(question, ALL) if may_see(cid)]
         return dict(hits[:n])
+
+    def unused(self, words: list[str], audiences: frozenset[str]) -> list[str]:
+        """Of ``words`` (as written), those that no chunk ``audiences`` may see holds and
+        that are not one edit from a word the index holds (a misspelling): the words of a
+        question about something the knowledge base never mentions ("SonarQube"). Whether
+        other audiences' documents hold a word does not change the answer."""
+        if self.lexical is None or not words:
+            return []
+        vocabulary = self.lexical.vocabulary()
+        if vocabulary is None:
+            return []
+        audiences = visible_to(audiences)
+        return [
+            w
+            for w in words
+            if not vocabulary.near(stem(w.lower()))
+            and not self._keywords(w, 1, UNUSED_FETCH, audiences, 1.0)
+        ]
 
     def audience_of(self, chunk: Chunk) -> str:
         configured = self.connector_audiences.get(chunk.connector)

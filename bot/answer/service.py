@@ -7,9 +7,11 @@ comes, then the ``Answer``.
 
 from __future__ import annotations
 
+import calendar
 import contextvars
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,8 +40,10 @@ from db import Database
 from db.models import IndexedDocument, QueryRecord, utcnow
 from indexer.chunking import Chunk, chunk_id, join_chunks
 from indexer.chunking import sections as sections_of
+from indexer.embeddings import common_words
+from indexer.lexical import MIN_WORD
 from indexer.store import ScoredChunk, StoreError
-from indexer.text import identifiers, search_terms, stem
+from indexer.text import STOP, identifiers, search_terms, stem
 
 if TYPE_CHECKING:
     from bot.answer.generation import Generator
@@ -60,6 +64,10 @@ SOURCE_MARGIN = 0.08
 # How far below answering.min_score a question still counts as confident when the best
 # document's title holds every one of its content words.
 TITLE_MARGIN = 0.1
+# Up to how far above ``min_score`` a question with a word no document uses is taken to be
+# about something the knowledge base does not cover (docs/EVALUATION.md, "Words the
+# knowledge base never uses").
+WORD_MARGIN = 0.15
 # The context passages an answerer reads (an LLM is paid per character of it): the best
 # document's, then the others'.
 CONTEXT_PASSAGES = 3
@@ -198,7 +206,7 @@ class AnsweringService:
         # is answered from the runbook's fallback section, not the one the thread's first
         # question was answered from (measured: bench/followups.py). A model's condensed
         # question says the same with its context resolved.
-        answer = self.compose(standalone or q, hits, pinned=pinned)
+        answer = self.compose(standalone or q, hits, pinned=pinned, audiences=audiences)
         answer.adjustments = adjustments
         # How close the best passage was in meaning: the review queue takes the lowest.
         answer.confidence = round(max(h.dense for h in hits), 4) if hits else None
@@ -253,8 +261,15 @@ class AnsweringService:
     ) -> list[ScoredChunk]:
         return self.retriever.search(question, self.config.top_k, audiences, notes)
 
-    def compose(self, question: str, hits: list[ScoredChunk], pinned: bool = False) -> Answer:
-        """Decide whether the evidence is strong enough, and build the answer text."""
+    def compose(
+        self,
+        question: str,
+        hits: list[ScoredChunk],
+        pinned: bool = False,
+        audiences: frozenset[str] = frozenset({PUBLIC}),
+    ) -> Answer:
+        """Decide whether the evidence is strong enough, and build the answer text
+        (``audiences``: what the requester may read, for the words no document uses)."""
         qid = new_query_id()  # the request id, so logs and the query log share it
         retrieved = [
             {
@@ -279,11 +294,20 @@ class AnsweringService:
         # Confidence: how close the best retrieved passage is in meaning. Keyword overlap
         # alone is not evidence (a question can share words with an unrelated runbook).
         confidence = max((h.dense for h in hits), default=0.0)
+
         # A question about a named thing (an alert, a service) that no retrieved passage
         # mentions is about something the knowledge base does not cover, however close
         # the runbooks for its neighbours are. Only what this requester may see is
-        # searched, so the reply reveals nothing about other audiences' documents.
-        unknown = [] if pinned else _unknown_names(question, hits)
+        # searched, so the reply reveals nothing about other audiences' documents. A plain
+        # word no document uses ("SonarQube", "Cosmos") says the same unless the passages
+        # are close in meaning all the same: then it is a detail of covered ground
+        # ("our homegrown inventory system").
+        def unused(words: list[str]) -> list[str]:
+            if confidence >= self.config.min_score + WORD_MARGIN:
+                return []
+            return self.retriever.unused(words, audiences)
+
+        unknown = [] if pinned else _unknown_names(question, hits, unused)
         # A short question in the words of the best document's title ("How do I deploy a
         # service?" and *Deploying a service*) is about that document, though a
         # few-word question sits further from any passage in meaning than a sentence does.
@@ -464,21 +488,28 @@ class AnsweringService:
         self.db.write(lambda s: s.merge(record), "log the question")
 
 
-def _unknown_names(question: str, hits: list[ScoredChunk]) -> list[str]:
-    """The names in ``question`` that none of ``hits`` contains (file names included).
+def _unknown_names(
+    question: str,
+    hits: list[ScoredChunk],
+    unused: Callable[[list[str]], list[str]] = lambda words: [],
+) -> list[str]:
+    """The names in ``question`` that none of ``hits`` contains (file names included),
+    and its plain words that ``unused`` says no document the requester may read uses
+    ("sonarqube", "cosmos"), as written in the question.
 
     None when the question also names one of the best documents themselves (its title or
     file name): a question about an alert with its own runbook may also name the pod
     state, service or log line it happened with ("ContainerCreating", "fluent-bit"),
     which is context, not the subject."""
     names = identifiers(question)
-    if not names:
+    words = _plain_words(question)
+    if not names and not words:
         return []
     seen: set[str] = set()
     for h in hits:
         seen.update(search_terms(h.chunk.search_text()))
     unknown = [n for n in names if stem(n.lower()) not in seen]
-    if unknown and len(unknown) < len(names):
+    if names and len(unknown) < len(names):  # some names known: one may be a document's
         top = list(dict.fromkeys(_doc(h.chunk) for h in hits))[:NAMED_DOCUMENTS]
         titles = {
             _squash(x)
@@ -488,7 +519,36 @@ def _unknown_names(question: str, hits: list[ScoredChunk]) -> list[str]:
         }
         if any(_squash(n) in titles for n in names if n not in unknown):
             return []
-    return unknown
+    # A word the retrieved passages hold is known; the others are looked up in the index.
+    return unknown + unused([w for w in words if stem(w.lower()) not in seen])
+
+
+def _plain_words(question: str) -> list[str]:
+    """The words of ``question`` that may name a thing the knowledge base does not cover:
+    of letters only (a name with parts is an identifier), and not everyday English
+    (``common_words``; "setting", "supposed", "totally"), unless written with a capital
+    inside a sentence ("our Backstage catalog"). None without the everyday words."""
+    common = common_words()
+    if common is None:
+        return []
+    out = []
+    for m in _WORD.finditer(question):
+        tok, w = m.group(), m.group().lower()
+        if len(w) < MIN_WORD or w in STOP or w in _CHAT or identifiers(tok):
+            continue  # CamelCase is an identifier, judged against the passages
+        named = tok[0].isupper() and not _SENTENCE_START.search(question[: m.start()])
+        if w not in common or named:
+            out.append(tok)
+    return list(dict.fromkeys(out))
+
+
+_WORD = re.compile(r"(?<![\w./-])[A-Za-z]+(?![\w./-])")
+_SENTENCE_START = re.compile(r"(?:^|[.?!:]\s+)\W*$")
+# Chat shorthand and dates, which are everyday words whatever the tokenizer holds.
+_CHAT = frozenset(
+    ["lemme", "sorta", "dunno", "halp"]
+    + [d.lower() for d in (*calendar.day_name, *calendar.month_name) if d]
+)
 
 
 # How many of the best documents a question may name to be about covered ground.

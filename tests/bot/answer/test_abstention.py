@@ -66,6 +66,35 @@ def test_a_known_name_that_no_document_is_about_does_not_cover_an_unknown_one(kb
     assert "`checkout-api`" not in answer.text
 
 
+def test_a_word_no_document_uses_is_not_answered_from_the_nearest_ones(kb_runtime):
+    # SonarQube is a product of its own, nowhere in the knowledge base: the database page
+    # shares "checkout-api" with the question, but answering from it would be answering
+    # another question.
+    answer = kb_runtime.answering.ask("what sonarqube coverage gate does checkout-api need?")
+    assert answer.abstained
+    assert "`sonarqube`" in answer.text
+    assert answer.citations, "the closest sources are still shown"
+
+
+def test_a_misspelt_word_is_not_taken_for_an_unknown_one(kb_runtime):
+    answer = kb_runtime.answering.ask(
+        "what setting do I raise when the checkout-api databse runs out of connections?"
+    )
+    assert "databse" not in answer.text
+    assert not answer.abstained, answer.text
+    assert "max_connections" in answer.text
+
+
+def test_a_word_no_document_uses_in_a_question_close_to_one_is_a_detail(kb_runtime):
+    # The passages answer it closely in meaning: "homegrown" is the asker's context.
+    answer = kb_runtime.answering.ask(
+        "a container in a pod of our homegrown app has been waiting to start for longer "
+        "than an hour, how do I find out why?"
+    )
+    assert not answer.abstained, answer.text
+    assert "kubectl describe pod" in answer.text
+
+
 ALERTING = {
     "alertmanager-security.md": """\
         # Alertmanager access

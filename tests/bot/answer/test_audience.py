@@ -133,3 +133,18 @@ def test_a_name_only_restricted_documents_mention_looks_unknown_outside(tmp_path
     member = rt.answering.ask(q, Requester("slack", "C-sre", "U1", frozenset({"sre"})))
     assert "`rotate-root`" not in member.text
     assert member.citations[0].connector == "security"
+
+
+def test_a_word_only_restricted_documents_use_looks_unknown_outside(tmp_path, runtime_factory):
+    # The outsider is told what they would be told of a word no document uses at all, so
+    # the reply says nothing of what the restricted documents hold.
+    rt = build(tmp_path, runtime_factory, "sre")
+    outsider = Requester("slack", "C-general", "U1")
+    told = rt.answering.ask("how many key holders does vaultctl need?", outsider)
+    assert told.abstained and "`vaultctl`" in told.text
+    nowhere = rt.answering.ask("how many key holders does zorbulator need?", outsider)
+    assert nowhere.text == told.text.replace("vaultctl", "zorbulator")
+    member = Requester("slack", "C-sre", "U1", frozenset({"sre"}))
+    answer = rt.answering.ask("how many key holders does vaultctl need?", member)
+    assert "`vaultctl`" not in answer.text
+    assert answer.citations[0].connector == "security"
