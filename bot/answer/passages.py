@@ -427,19 +427,23 @@ def choose(
         cost = sum(len(texts[j]) for j in add - chosen)
         limit = budget if chosen else budget * OVERSHOOT
         steps = next((j for j in sorted(add - chosen) if bs[j].steps), None)
+        cuts: dict[int, int] = {}
         lead_list = procedure and steps is not None and not cut and list_leads(steps)
         if lead_list:
             limit = max(limit, used + STEPS_CHARS)
         if used + cost > limit and lead_list:
             # Cut the procedure between steps: as many as fit, the first one always.
             assert steps is not None
-            room = limit - used - (cost - len(texts[steps]))
+            # The list's introduction is quoted with it, so it takes room too.
+            intro = len(bs[steps].intro) + 2 if bs[steps].intro else 0
+            room = limit - used - (cost - len(texts[steps])) - intro
             kept = _steps_within(bs[steps].steps, room)
             if kept < len(bs[steps].steps):
-                cut[steps] = kept
+                cuts = {steps: kept}
                 cost -= len(texts[steps]) - len(bs[steps].first(kept))
         if used + cost > limit:
-            continue
+            continue  # and nothing is cut: the list is not quoted
+        cut.update(cuts)
         chosen |= add
         used += cost
         if used >= budget or cut:

@@ -23,7 +23,7 @@ _ASKS_FOR_STEPS = re.compile(
     r"|\bsteps?\b|\bprocedure\b|\bwalk\s+me\s+through\b|\bwhere\s+do\s+i\s+start\b"
     r"|\bwhat\s+(?:should|do|must|can)\s+(?:i|we)\s+(?:do|check|run|try|look)\b"
     r"|\bwhat\s+am\s+i\s+supposed\b|\bknown\s+fix\b|\bfix\s+(?:it|this|that)\b"
-    r"|\btroubleshoot\w*",
+    r"|\btroubleshoot\w*|\bprocess\s+(?:to|for)\b",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"^\d+(?:\.\d+)*[.)]?\s+")

@@ -168,7 +168,10 @@ def test_without_procedure_a_list_is_chosen_block_by_block_as_before() -> None:
         ("what are the steps to fail over the CDN", True),
         ("KubeProxyDown on EKS, known fix?", True),
         ("what am I supposed to check first?", True),
+        ("the token expires next week, whats the process to rotate it?", True),
+        ("what's the process for a data breach report?", True),
         ("how long are pages cached for?", False),
+        ("which process holds the port?", False),
         ("the content team published a fix; how long until it shows?", False),
         ("which channel do we use for incidents?", False),
     ],
@@ -458,3 +461,25 @@ def test_a_runbook_or_a_section_named_in_the_question_is_not_walked() -> None:
 )
 def test_a_heading_names_an_action(heading: str, action: bool) -> None:
     assert passages.names_action(heading) is action
+
+
+def test_a_long_list_with_a_long_introduction_is_cut_with_room_for_both() -> None:
+    # The introduction is quoted with the steps: counting the steps alone chose more than
+    # fit, so the list was skipped, and the cut it had noted ended the answer after the
+    # paragraph before it.
+    intro = "For the integration environment follow these steps to rotate the token. " * 4
+    steps = "\n".join(
+        f"1. Rotate the token, part {n}: open the console and press the button {n}." + " x" * 20
+        for n in range(1, 21)
+    )
+    doc = (
+        "# Rotating the exporter token\n\n"
+        "The exporter's token expires after a year.\n\n"
+        f"{intro.strip()}\n\n{steps}\n"
+    )
+    c = choose([(doc, 0, "")], "how do I rotate the exporter token?", budget=1000, procedure=True)
+    assert c.text.startswith("For the integration environment follow these steps")
+    assert "part 1:" in c.text and "part 2:" in c.text
+    assert c.left_out is not None and c.left_out.startswith("Steps ")
+    assert f"{c.left_out} are in [1]." in c.text
+    assert len(c.text) <= 1000 * passages.OVERSHOOT + 100
