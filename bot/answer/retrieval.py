@@ -28,7 +28,7 @@ from indexer.chunking import Chunk
 from indexer.embeddings import Embedder
 from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.store import ScoredChunk, VectorStore
-from indexer.text import stem
+from indexer.text import identifiers, stem
 
 if TYPE_CHECKING:
     from bot.answer.curation import Curations
@@ -47,6 +47,29 @@ PINNED_CHUNKS = 3
 # The audience of a chunk whose stored audience its connector no longer maps to: no
 # requester has it, so the chunk is hidden until the next sync re-labels it.
 RELABEL_PENDING = "\x00relabel-pending"
+
+
+def named_first(question: str, hits: list[ScoredChunk]) -> list[ScoredChunk]:
+    """``hits`` with the chunks of the documents ``question`` names first, in their order:
+    asked "NodeFilesystemSpaceFillingUp - when is it a warning vs critical?", the runbook
+    of that alert is the answer, though its neighbours (*NodeFilesystemAlmostOutOfSpace*)
+    may share more of the question's other words. A document is named by an identifier
+    of the question that is its title or its file name, loosely compared."""
+    names = {squash(n) for n in identifiers(question)}
+    if not names:
+        return hits
+    named = [
+        i for i, h in enumerate(hits) if {squash(h.chunk.title), squash(h.chunk.file_stem)} & names
+    ]
+    if not named:
+        return hits
+    return [hits[i] for i in named] + [h for i, h in enumerate(hits) if i not in set(named)]
+
+
+def squash(name: str) -> str:
+    """A name compared loosely: "KubeContainerWaiting", "Kube Container Waiting" and
+    "kube-container-waiting" are one."""
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
 def visible_to(audiences: Iterable[str]) -> frozenset[str]:
@@ -170,6 +193,7 @@ class Retriever:
                 want *= OVERFETCH
             dense = dense[:n]
         if mode == "dense":
+            dense = named_first(question, dense)
             return self._adjusted(question, vector, audiences, dense, store, notes)[:k]
         lexical = self._keywords(question, n, fetch, audiences, store.share(audiences))
 
@@ -199,6 +223,7 @@ class Retriever:
             ),
             key=lambda h: (-h.score, -h.dense, h.chunk.id),
         )
+        ranked = named_first(question, ranked)
         return self._adjusted(question, vector, audiences, ranked, store, notes)[:k]
 
     def _adjusted(

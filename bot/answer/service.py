@@ -31,7 +31,7 @@ from bot.answer.passages import (
     without,
 )
 from bot.answer.request_ids import new_query_id
-from bot.answer.retrieval import Retriever, visible_to
+from bot.answer.retrieval import Retriever, squash, visible_to
 from bot.answer.streaming import Delta, Final
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester, add_usage
 from bot.answer.votes import audience_key
@@ -512,12 +512,12 @@ def _unknown_names(
     if names and len(unknown) < len(names):  # some names known: one may be a document's
         top = list(dict.fromkeys(_doc(h.chunk) for h in hits))[:NAMED_DOCUMENTS]
         titles = {
-            _squash(x)
+            squash(x)
             for h in hits
             if _doc(h.chunk) in top
             for x in (h.chunk.title, h.chunk.file_stem)
         }
-        if any(_squash(n) in titles for n in names if n not in unknown):
+        if any(squash(n) in titles for n in names if n not in unknown):
             return []
     # A word the retrieved passages hold is known; the others are looked up in the index.
     return unknown + unused([w for w in words if stem(w.lower()) not in seen])
@@ -553,12 +553,6 @@ _CHAT = frozenset(
 
 # How many of the best documents a question may name to be about covered ground.
 NAMED_DOCUMENTS = 3
-
-
-def _squash(name: str) -> str:
-    """A name compared loosely: "KubeContainerWaiting", "Kube Container Waiting" and
-    "kube-container-waiting" are one."""
-    return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
 def _doc(chunk: Chunk) -> tuple[str, str]:

@@ -86,3 +86,15 @@ def test_damaged_keyword_index_falls_back_to_vectors(rt):
 def test_compound_identifiers_are_also_split():
     toks = search_terms("KubePodCrashLooping on etcd_mvcc_db_total_size")
     assert {"kubepodcrashloop", "pod", "crash", "etcd", "db", "size"} <= set(toks)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense"])
+def test_a_document_the_question_names_comes_first(rt, mode):
+    # The question's other words are the zeta queue runbook's, but it names the alert.
+    q = "DiskPressure fired while the zeta queue stopped draining: consumers acknowledge nothing"
+    hits = retriever(rt, mode=mode).search(q, 3)
+    assert hits[0].chunk.doc_id == "alerts/DiskPressure.md"
+    assert hits[1].chunk.doc_id == "alerts/ZetaQueueStalled.md"
+    # Unnamed, the same words find the zeta runbook first.
+    unnamed = retriever(rt, mode=mode).search(q.replace("DiskPressure", "an alert"), 3)
+    assert unnamed[0].chunk.doc_id == "alerts/ZetaQueueStalled.md"
