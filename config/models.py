@@ -228,6 +228,13 @@ class RetrievalConfig(_Section):
         "rrf: reciprocal rank fusion",
     )
     dense_weight: float = Field(default=0.5, ge=0, le=1)
+    title_weight: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="weighted fusion: added times the share of a document title's words "
+        "the question uses",
+    )
     candidates: int = Field(
         default=40, ge=1, le=500, description="results taken from each retriever before fusion"
     )

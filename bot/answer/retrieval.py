@@ -28,7 +28,7 @@ from indexer.chunking import Chunk
 from indexer.embeddings import Embedder
 from indexer.lexical import LexicalIndex, SharedLexicalIndex
 from indexer.store import ScoredChunk, VectorStore
-from indexer.text import identifiers, stem
+from indexer.text import identifiers, stem, terms
 
 if TYPE_CHECKING:
     from bot.answer.curation import Curations
@@ -64,6 +64,17 @@ def named_first(question: str, hits: list[ScoredChunk]) -> list[ScoredChunk]:
     if not named:
         return hits
     return [hits[i] for i in named] + [h for i, h in enumerate(hits) if i not in set(named)]
+
+
+def title_cover(title: str, asked: frozenset[str]) -> float:
+    """The share of ``title``'s words (``terms``) that are among ``asked``."""
+    words = _title_terms(title)
+    return len(words & asked) / len(words) if words else 0.0
+
+
+@lru_cache(maxsize=4096)
+def _title_terms(title: str) -> frozenset[str]:
+    return frozenset(terms(title))
 
 
 def squash(name: str) -> str:
@@ -216,6 +227,13 @@ class Retriever:
             fused = w * _minmax([h.dense for h in hits]) + (1 - w) * _minmax(
                 [h.lexical for h in hits]
             )
+            if self.config.title_weight:
+                # A document whose title the question puts in its own words is about it
+                # (docs/EVALUATION.md, "Titles in the ranking").
+                asked = frozenset(terms(question))
+                fused = fused + self.config.title_weight * np.asarray(
+                    [title_cover(h.chunk.title, asked) for h in hits]
+                )
         ranked = sorted(
             (
                 ScoredChunk(h.chunk, float(f), h.dense, h.lexical)

@@ -98,3 +98,30 @@ def test_a_document_the_question_names_comes_first(rt, mode):
     # Unnamed, the same words find the zeta runbook first.
     unnamed = retriever(rt, mode=mode).search(q.replace("DiskPressure", "an alert"), 3)
     assert unnamed[0].chunk.doc_id == "alerts/ZetaQueueStalled.md"
+
+
+TITLED = {
+    "query-log.md": "# Query log\n\nSet `query_log_file` in the global section of the "
+    "configuration and reload the server.\n",
+    "histograms.md": "# Native histograms\n\nThe server logs every query that reads a "
+    "histogram with too many buckets: each such query is logged with its duration.\n",
+    "holidays.md": "# Holidays\n\nBook time off in the HR portal two weeks ahead.\n",
+}
+
+
+def test_a_document_titled_in_the_questions_words_ranks_higher(tmp_path, runtime_factory):
+    src = tmp_path / "kb"
+    src.mkdir()
+    for rel, text in TITLED.items():
+        (src / rel).write_text(text)
+    cfg = make_config(tmp_path, [{"name": "kb", "type": "filesystem", "path": str(src)}])
+    runtime = runtime_factory(cfg)
+    assert all(r.ok for r in runtime.indexer.sync())
+    # The histogram page holds more of the question's words; the query log page is what
+    # it asks for, by its title.
+    q = "how do I get every slow query logged with its duration, in the query log?"
+    untitled = retriever(runtime, title_weight=0.0).search(q, 3)
+    assert untitled[0].chunk.doc_id == "histograms.md"
+    titled = retriever(runtime, title_weight=1.0).search(q, 3)
+    assert titled[0].chunk.doc_id == "query-log.md"
+    assert titled[0].score == pytest.approx(untitled[1].score + 1.0)  # its title, whole
