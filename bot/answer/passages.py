@@ -977,6 +977,22 @@ def lead(
     return out
 
 
+_BULLET = re.compile(r"^\s*[-*+]\s+")
+
+
+def _without_items(block: str, said: set[str]) -> str:
+    """A bulleted list ``block`` less its items whose text (``_comparable``) is in
+    ``said``; each item keeps the lines that continue it."""
+    items: list[list[str]] = []
+    for line in block.split("\n"):
+        if _BULLET.match(line) or not items:
+            items.append([line])
+        else:
+            items[-1].append(line)
+    kept = [i for i in items if _comparable(" ".join(ln.strip() for ln in i)) not in said]
+    return "\n".join(ln for i in kept for ln in i)
+
+
 def _comparable(text: str) -> str:
     """``text`` as compared for saying the same thing: case, spacing, list marks and
     typographic quotes aside."""
@@ -989,10 +1005,17 @@ def without(passage: str, said: Collection[str]) -> str:
     """``passage`` less the paragraphs a lead already says word for word, and the "…"
     marks their going leaves doubled or at an end."""
     said = {" ".join(s.split()) for s in said}
+    items_said = {_comparable(s) for s in said}
     kept = []
     for b in passage.split("\n\n"):
         if " ".join(b.split()) in said:
             continue
+        if _BULLET.match(b.lstrip().split("\n", 1)[0]):
+            # A bulleted list loses the items the lead says (a numbered one stays whole:
+            # its numbers are its steps').
+            b = _without_items(b, items_said)
+            if not b:
+                continue
         if not (_is_code(b) or _is_heading(b) or _is_item(b.lstrip().split("\n", 1)[0])):
             # A paragraph the lead quoted a sentence of keeps only its other sentences.
             ss = sentences(b)

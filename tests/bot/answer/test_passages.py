@@ -257,6 +257,13 @@ def test_what_a_lead_says_is_not_quoted_again() -> None:
     assert without(para, ["Pages are cached for five minutes."]) == rest
     table = "| Strategy | Retention |\n| --- | --- |\n| Nightly | 120 days |"
     assert without(f"{para}\n\n{table}", [para]) == table
+    # A bulleted list loses the item the lead says, with the lines that continue it; a
+    # numbered list is kept whole, so its numbers stay its steps'.
+    bullets = "- RDS keeps snapshots\n  for seven days.\n- Nightly dumps go to S3."
+    assert without(bullets, ["RDS keeps snapshots for seven days."]) == "- Nightly dumps go to S3."
+    assert without(f"{para}\n\n- Nightly dumps go to S3.", ["Nightly dumps go to S3."]) == para
+    steps = "1. Stop the job.\n2. Restore the dump."
+    assert without(steps, ["Stop the job."]) == steps
 
 
 def test_a_block_that_only_points_elsewhere_is_not_quoted() -> None:
