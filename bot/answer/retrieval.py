@@ -231,9 +231,9 @@ class Retriever:
                 # A document whose title the question puts in its own words is about it
                 # (docs/EVALUATION.md, "Titles in the ranking").
                 asked = frozenset(terms(question))
-                fused = fused + self.config.title_weight * np.asarray(
-                    [title_cover(h.chunk.title, asked) for h in hits]
-                )
+                tw = self.config.title_weight
+                covers = np.asarray([title_cover(h.chunk.title, asked) for h in hits])
+                fused = (fused + tw * covers) / (1 + tw)  # still from 0 to 1
         ranked = sorted(
             (
                 ScoredChunk(h.chunk, float(f), h.dense, h.lexical)

@@ -323,13 +323,7 @@ class AnsweringService:
             cites = [
                 Citation.of(h.chunk, i) for i, h in enumerate(ranked[: self.config.max_sources], 1)
             ]
-            text = ABSTAIN_TEXT
-            if unknown and ranked:
-                names = ", ".join(f"`{n}`" for n in unknown)
-                text = (
-                    f"I couldn't find anything about {names} in the knowledge base. "
-                    + (ABSTAIN_TEXT.split(". ", 1)[1])
-                )
+            text = unknown_text(unknown) if unknown and ranked else ABSTAIN_TEXT
             return Answer(qid, question, text, True, cites, retrieved=retrieved, context=context)
 
         top = ranked[0].dense
@@ -486,6 +480,13 @@ class AnsweringService:
         # Retried on a new connection when the database restarts under it; merge, so a
         # commit whose acknowledgement was lost is not written twice.
         self.db.write(lambda s: s.merge(record), "log the question")
+
+
+def unknown_text(names: list[str]) -> str:
+    """The abstention that names what the knowledge base does not mention."""
+    listed = ", ".join(f"`{n}`" for n in names)
+    rest = ABSTAIN_TEXT.split(". ", 1)[1]
+    return f"I couldn't find anything about {listed} in the knowledge base. {rest}"
 
 
 def _unknown_names(

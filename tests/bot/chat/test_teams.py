@@ -248,7 +248,7 @@ def test_an_abstention_says_so_lists_the_closest_sources_and_the_escalation_chan
     assert bot.post(activity).status == 200
     [answer] = connector.messages()
     text = card_text(card_of(answer))
-    assert "couldn't find a confident answer" in text
+    assert "couldn't find anything about `sourdough`" in text  # in no document
     assert "Closest sources" in text
     assert "**[1]** [" in text
     assert "Still stuck? Ask in #ask-sre." in text

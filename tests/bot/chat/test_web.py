@@ -17,7 +17,7 @@ from jinja2 import StrictUndefined
 from sqlalchemy import func, select
 
 import bot.chat
-from bot.answer.service import ABSTAIN_TEXT
+from bot.answer.service import unknown_text
 from bot.chat.web import MAX_BODY, PAGES
 from bot.runtime import Runtime
 from bot.server import create_app
@@ -143,7 +143,7 @@ def test_ask_answers_with_a_citation_of_the_right_runbook_and_logs_the_query(cha
 def test_an_off_topic_question_abstains(chat: Chat) -> None:
     a = chat.ask("What flour to water ratio makes a good sourdough starter?")
     assert a["abstained"] is True
-    assert a["answer"] == ABSTAIN_TEXT
+    assert a["answer"] == unknown_text(["sourdough"])  # a word no document uses
     with chat.rt.db.session() as s:
         row = s.get(QueryRecord, a["query_id"])
         assert row is not None and row.abstained is True
