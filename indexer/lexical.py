@@ -85,23 +85,25 @@ class LexicalIndex:
                 self._ids = ids
             self._loaded_version = version
 
-    def search(self, query: str, k: int) -> list[tuple[str, float]]:
-        """The ``k`` best chunk ids for ``query`` with their BM25 scores, best first."""
+    def _loaded(self) -> bool:
+        """Whether the current index is loaded; a half-written or damaged one is not (then
+        search is dense only, and no word counts as unknown)."""
         try:
             self._ensure_loaded()
-        except (OSError, ValueError) as e:  # a half-written or damaged index: dense only
+        except (OSError, ValueError) as e:
             log.warning("lexical index unavailable: %s", e)
+            return False
+        return True
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` best chunk ids for ``query`` with their BM25 scores, best first."""
+        if not self._loaded():
             return []
         return _search(self._bm25, self._ids, query, k)
 
     def vocabulary(self) -> Vocabulary | None:
         """The index's words (None before the first build, or when it cannot be read)."""
-        try:
-            self._ensure_loaded()
-        except (OSError, ValueError) as e:
-            log.warning("lexical index unavailable: %s", e)
-            return None
-        return self._vocabulary(self._bm25)
+        return self._vocabulary(self._bm25) if self._loaded() else None
 
     def version(self) -> str:
         """Changes with every rebuild ("" before the first)."""
@@ -169,26 +171,27 @@ class SharedLexicalIndex:
         finally:
             self._refreshing.release()
 
-    def search(self, query: str, k: int) -> list[tuple[str, float]]:
-        """The ``k`` best chunk ids for ``query`` with their BM25 scores, best first."""
+    def _loaded(self) -> bool:
+        """Whether an index is loaded and current; not while the server or the database is
+        down (then search is dense only, and no word counts as unknown)."""
         try:
             self._ensure_loaded()
-        except Exception as e:  # the server or the database is down: dense only
+        except Exception as e:
             log.warning("lexical index unavailable: %s", e)
             self._checked_at = time.monotonic()  # not retried on every question
+            return False
+        return True
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` best chunk ids for ``query`` with their BM25 scores, best first."""
+        if not self._loaded():
             return []
         bm25, ids = self._index
         return _search(bm25, ids, query, k)
 
     def vocabulary(self) -> Vocabulary | None:
         """The index's words (None before the first build, or when it cannot be rebuilt)."""
-        try:
-            self._ensure_loaded()
-        except Exception as e:
-            log.warning("lexical index unavailable: %s", e)
-            self._checked_at = time.monotonic()
-            return None
-        return self._vocabulary(self._index[0])
+        return self._vocabulary(self._index[0]) if self._loaded() else None
 
     def version(self) -> str:
         return self._loaded_version or ""
