@@ -58,12 +58,16 @@ def named_first(question: str, hits: list[ScoredChunk]) -> list[ScoredChunk]:
     names = {squash(n) for n in identifiers(question)}
     if not names:
         return hits
-    named = [
-        i for i, h in enumerate(hits) if {squash(h.chunk.title), squash(h.chunk.file_stem)} & names
-    ]
+    named = [h for h in hits if names_document(names, h.chunk)]
     if not named:
         return hits
-    return [hits[i] for i in named] + [h for i, h in enumerate(hits) if i not in set(named)]
+    return named + [h for h in hits if not names_document(names, h.chunk)]
+
+
+def names_document(names: set[str], chunk: Chunk) -> bool:
+    """Whether ``names`` (each ``squash``-ed) hold the title or the file name of
+    ``chunk``'s document."""
+    return squash(chunk.title) in names or squash(chunk.file_stem) in names
 
 
 def title_cover(title: str, asked: frozenset[str]) -> float:
@@ -229,7 +233,7 @@ class Retriever:
             )
             if self.config.title_weight:
                 # A document whose title the question puts in its own words is about it
-                # (docs/EVALUATION.md, "Titles in the ranking").
+                # (docs/EVALUATION.md, "The document first").
                 asked = frozenset(terms(question))
                 tw = self.config.title_weight
                 covers = np.asarray([title_cover(h.chunk.title, asked) for h in hits])

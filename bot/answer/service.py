@@ -31,7 +31,7 @@ from bot.answer.passages import (
     without,
 )
 from bot.answer.request_ids import new_query_id
-from bot.answer.retrieval import Retriever, squash, visible_to
+from bot.answer.retrieval import Retriever, names_document, squash, visible_to
 from bot.answer.streaming import Delta, Final
 from bot.answer.types import PUBLIC, Answer, Citation, QuestionError, Requester, add_usage
 from bot.answer.votes import audience_key
@@ -294,7 +294,6 @@ class AnsweringService:
         # Confidence: how close the best retrieved passage is in meaning. Keyword overlap
         # alone is not evidence (a question can share words with an unrelated runbook).
         confidence = max((h.dense for h in hits), default=0.0)
-
         # A question about a named thing (an alert, a service) that no retrieved passage
         # mentions is about something the knowledge base does not cover, however close
         # the runbooks for its neighbours are. Only what this requester may see is
@@ -302,11 +301,8 @@ class AnsweringService:
         # word no document uses ("SonarQube", "Cosmos") says the same unless the passages
         # are close in meaning all the same: then it is a detail of covered ground
         # ("our homegrown inventory system").
-        def unused(words: list[str]) -> list[str]:
-            if confidence >= self.config.min_score + WORD_MARGIN:
-                return []
-            return self.retriever.unused(words, audiences)
-
+        close = confidence >= self.config.min_score + WORD_MARGIN
+        unused = None if close else (lambda words: self.retriever.unused(words, audiences))
         unknown = [] if pinned else _unknown_names(question, hits, unused)
         # A short question in the words of the best document's title ("How do I deploy a
         # service?" and *Deploying a service*) is about that document, though a
@@ -492,18 +488,18 @@ def unknown_text(names: list[str]) -> str:
 def _unknown_names(
     question: str,
     hits: list[ScoredChunk],
-    unused: Callable[[list[str]], list[str]] = lambda words: [],
+    unused: Callable[[list[str]], list[str]] | None = None,
 ) -> list[str]:
     """The names in ``question`` that none of ``hits`` contains (file names included),
-    and its plain words that ``unused`` says no document the requester may read uses
-    ("sonarqube", "cosmos"), as written in the question.
+    and, given ``unused``, its plain words that ``unused`` says no document the requester
+    may read uses ("sonarqube", "cosmos"), as written in the question.
 
     None when the question also names one of the best documents themselves (its title or
     file name): a question about an alert with its own runbook may also name the pod
     state, service or log line it happened with ("ContainerCreating", "fluent-bit"),
     which is context, not the subject."""
     names = identifiers(question)
-    words = _plain_words(question)
+    words = _plain_words(question) if unused is not None else []
     if not names and not words:
         return []
     seen: set[str] = set()
@@ -512,16 +508,12 @@ def _unknown_names(
     unknown = [n for n in names if stem(n.lower()) not in seen]
     if names and len(unknown) < len(names):  # some names known: one may be a document's
         top = list(dict.fromkeys(_doc(h.chunk) for h in hits))[:NAMED_DOCUMENTS]
-        titles = {
-            squash(x)
-            for h in hits
-            if _doc(h.chunk) in top
-            for x in (h.chunk.title, h.chunk.file_stem)
-        }
-        if any(squash(n) in titles for n in names if n not in unknown):
+        known = {squash(n) for n in names if n not in unknown}
+        if any(names_document(known, h.chunk) for h in hits if _doc(h.chunk) in top):
             return []
     # A word the retrieved passages hold is known; the others are looked up in the index.
-    return unknown + unused([w for w in words if stem(w.lower()) not in seen])
+    words = [w for w in words if stem(w.lower()) not in seen]
+    return unknown + (unused(words) if unused is not None and words else [])
 
 
 def _plain_words(question: str) -> list[str]:
